@@ -1,0 +1,192 @@
+"""The ``opstream`` command: ``serve`` and ``worker`` here, the client commands beside."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from opstream import __version__
+from opstream.app.settings import HELP, LOOPBACK, Settings
+
+log = logging.getLogger("opstream")
+
+
+def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
+    def flag(name: str, kind: type, **extra: object) -> None:
+        env = "OPSTREAM_" + name.upper()
+        default = getattr(Settings(), name)
+        if isinstance(default, tuple):
+            default = ",".join(default) or "none"
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            help=f"{HELP[name]} (env {env}; default {default})",
+            **extra,  # type: ignore[arg-type]
+        )
+
+    if http:
+        flag("host", str)
+        flag("port", int)
+    flag("database", str)
+    parser.add_argument(
+        "--handlers",
+        nargs="+",
+        default=None,
+        metavar="MODULE",
+        help=f"{HELP['handlers']} (env OPSTREAM_HANDLERS)",
+    )
+    flag("concurrency", int)
+    flag("lease_seconds", float)
+    flag("max_attempts", int)
+    if http:
+        flag("max_body_bytes", int)
+        flag("heartbeat_seconds", float)
+    flag("sqlite_synchronous", str, choices=["FULL", "NORMAL"])
+    flag("log_level", str, choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opstream",
+        description="Long-running operations as event streams: 202, polling, replay, SSE.",
+    )
+    parser.add_argument("--version", action="version", version=f"opstream {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the API, the dashboard and in-process workers",
+        description="Run the HTTP API, the dashboard (at /) and in-process workers.",
+    )
+    _server_flags(serve, http=True)
+    serve.set_defaults(func=run_serve)
+    worker = commands.add_parser(
+        "worker",
+        help="run workers only, against the same database as a server",
+        description="Run workers only: claim queued operations from the database and run them.",
+    )
+    _server_flags(worker, http=False)
+    worker.set_defaults(func=run_worker)
+    try:
+        from opstream.app.cli_client import add_client_commands
+    except ImportError:  # the client commands are optional in a trimmed install
+        pass
+    else:
+        add_client_commands(commands)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    names = [
+        "host", "port", "database", "concurrency", "lease_seconds", "max_attempts",
+        "max_body_bytes", "heartbeat_seconds", "sqlite_synchronous", "log_level",
+    ]  # fmt: skip
+    overrides = {name: getattr(args, name, None) for name in names}
+    if args.handlers:
+        overrides["handlers"] = tuple(args.handlers)
+    return Settings.from_env(**overrides)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from opstream.app.application import create_app
+
+    settings = settings_from(args)
+    _configure_logging(settings.log_level)
+    if not _is_loopback(settings.host):
+        log.warning(
+            "listening on %s: opstream has no authentication yet; put it behind one",
+            settings.host,
+        )
+    try:
+        app = create_app(settings)
+    except (ValueError, ImportError) as exc:
+        print(f"opstream: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"opstream {__version__}: http://{settings.host}:{settings.port}/ "
+        f"(database {settings.database})",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+        access_log=settings.log_level == "debug",
+    )
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from opstream.app.application import load_registry, open_store
+    from opstream.app.worker import Worker
+    from opstream.events.fanout import Hub
+
+    settings = settings_from(args)
+    _configure_logging(settings.log_level)
+
+    async def main() -> None:
+        store = open_store(settings)
+        kinds = load_registry(settings)
+        await store.open()
+        hub = Hub(store)
+        worker = Worker(
+            store,
+            hub,
+            kinds,
+            concurrency=max(1, settings.concurrency),
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+        )
+        tasks = [asyncio.create_task(hub.run()), asyncio.create_task(worker.run())]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker %s on %s, kinds: %s", worker.owner, settings.database, kinds.names())
+        await stop.wait()
+        for task in reversed(tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await store.close()
+
+    try:
+        asyncio.run(main())
+    except (ValueError, ImportError) as exc:
+        print(f"opstream: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The operation resources: create, status, cancel or delete, result, list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from ulid import ULID
+
+from opstream.app import inputs
+from opstream.app.documents import (
+    etag,
+    gone_summary,
+    operation_document,
+    retry_after,
+)
+from opstream.app.problems import (
+    InvalidParams,
+    InvalidRequest,
+    OperationStateConflict,
+    ResultNotReady,
+    UnknownKind,
+    problem_response,
+)
+from opstream.app.services import services
+from opstream.events import model as m
+from opstream.events.catchup import wait_for_events
+from opstream.events.errors import OperationGone, SequenceConflict
+from opstream.events.fold import (
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    Operation,
+)
+
+JSON = "application/json"
+MAX_CONFLICT_RETRIES = 10
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(content), status, headers=headers, media_type=JSON)
+
+
+def new_operation_id() -> str:
+    return f"op_{ULID()}"
+
+
+async def create_operation(request: Request) -> Response:
+    svc = services(request)
+    body = await inputs.json_body(request, svc.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object with kind and params")
+    name = body.get("kind")
+    if not isinstance(name, str) or not name:
+        raise InvalidParams(
+            "kind is required: the name of a registered kind (see /kinds)",
+            errors=[{"field": "kind", "pointer": "/kind", "message": "kind is required"}],
+        )
+    kind = svc.registry.get(name)
+    if kind is None:
+        message = f"unknown kind {name!r}; known: {', '.join(svc.registry.names())}"
+        raise UnknownKind(
+            message, errors=[{"field": "kind", "pointer": "/kind", "message": message}]
+        )
+    params = body.get("params", {})
+    field_errors = kind.check(params)
+    if field_errors:
+        first = field_errors[0]
+        raise InvalidParams(
+            f"{first.field}: {first.message}", errors=[e.to_dict() for e in field_errors]
+        )
+    callback_url = body.get("callbackUrl")
+    if callback_url is not None and (
+        not isinstance(callback_url, str) or not callback_url.startswith(("http://", "https://"))
+    ):
+        raise InvalidRequest("callbackUrl must be an http or https URL", field="callbackUrl")
+    unknown = sorted(set(body) - {"kind", "params", "callbackUrl"})
+    if unknown:
+        raise InvalidRequest(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
+    appended = await svc.store.create(new_operation_id(), name, params, callback_url=callback_url)
+    op = appended.operation
+    headers = {"Location": f"/operations/{op.id}", "ETag": etag(op), "Retry-After": "1"}
+    return json_response(operation_document(op), 202, headers)
+
+
+async def get_operation(request: Request) -> Response:
+    svc = services(request)
+    operation_id = request.path_params["operation_id"]
+    op = await svc.store.get(operation_id)
+    max_wait = inputs.wait_seconds(request)
+    known = _seq_of_etag(request.headers.get("if-none-match"))
+    if max_wait > 0 and not op.is_terminal:
+        after = op.last_seq if known is None else min(known, op.last_seq)
+        if after >= op.last_seq:
+            await wait_for_events(
+                svc.store, svc.hub, operation_id, after, limit=1, max_wait=max_wait
+            )
+            op = await svc.store.get(operation_id)
+    return status_response(op, known)
+
+
+def status_response(op: Operation, known: int | None) -> Response:
+    if op.is_gone:
+        return problem_response(
+            410,
+            "operation-gone",
+            "Deleted or expired",
+            f"operation {op.id} was {'deleted' if op.deleted else 'expired'}",
+            operation=gone_summary(op),
+        )
+    headers = {"ETag": etag(op), "Cache-Control": "no-cache"}
+    pause = retry_after(op, m.now_ms())
+    if pause is not None:
+        headers["Retry-After"] = str(pause)
+    if known is not None and known == op.last_seq:
+        return Response(status_code=304, headers=headers)
+    if op.status == SUCCEEDED and op.has_result:
+        headers["Location"] = f"/operations/{op.id}/result"
+        return json_response(operation_document(op), 303, headers)
+    return json_response(operation_document(op), 200, headers)
+
+
+def _seq_of_etag(header: str | None) -> int | None:
+    """The seq in an ``If-None-Match: "17"`` (weak or strong); ``None`` if absent or foreign."""
+    if not header:
+        return None
+    for candidate in header.split(","):
+        tag = candidate.strip().removeprefix("W/").strip('"')
+        if tag.isdigit():
+            return int(tag)
+    return None
+
+
+async def delete_operation(request: Request) -> Response:
+    """Cancel while queued or running (``202``); delete the output once finished (``204``)."""
+    svc = services(request)
+    operation_id = request.path_params["operation_id"]
+    for _ in range(MAX_CONFLICT_RETRIES):
+        op = await svc.store.get(operation_id)
+        if op.is_gone:
+            raise OperationGone(f"operation {op.id} was already deleted")
+        if op.is_terminal:
+            deleted = m.NewEvent(m.RESULT_DELETED, "deleted", {"scope": "operation"})
+            events = [deleted]
+        elif op.status == QUEUED:
+            events = [
+                m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested"),
+                m.NewEvent(m.OPERATION_CANCELLED, "cancelled before it started"),
+            ]
+        elif op.status == RUNNING:
+            events = [m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested")]
+        else:  # already cancelling: asking twice changes nothing
+            return json_response(operation_document(op), 202, {"ETag": etag(op)})
+        try:
+            appended = await svc.store.append(operation_id, events, expected_seq=op.last_seq)
+        except SequenceConflict:
+            continue
+        if op.is_terminal:
+            return Response(status_code=204)
+        done = appended.operation
+        return json_response(operation_document(done), 202, {"ETag": etag(done)})
+    raise OperationStateConflict("the operation keeps changing; try again")
+
+
+async def get_result(request: Request) -> Response:
+    svc = services(request)
+    op = await svc.store.get(request.path_params["operation_id"])
+    _require_result(op)
+    stored = await svc.store.get_result(op.id)
+    if stored is None:
+        raise OperationGone(f"the result of {op.id} was deleted")
+    headers = {"ETag": f'"result-{op.id}"', "Cache-Control": "private, max-age=60"}
+    if not stored.content_type.startswith("application/json"):
+        extension = stored.content_type.split(";")[0].split("/")[-1].split("+")[-1]
+        headers["Content-Disposition"] = f'inline; filename="{op.id}.{extension}"'
+    return Response(stored.body, 200, headers=headers, media_type=stored.content_type)
+
+
+async def delete_result(request: Request) -> Response:
+    svc = services(request)
+    operation_id = request.path_params["operation_id"]
+    for _ in range(MAX_CONFLICT_RETRIES):
+        op = await svc.store.get(operation_id)
+        _require_result(op)
+        deleted = m.NewEvent(m.RESULT_DELETED, "result deleted", {"scope": "result"})
+        try:
+            await svc.store.append(operation_id, [deleted], expected_seq=op.last_seq)
+        except SequenceConflict:
+            continue
+        return Response(status_code=204)
+    raise OperationStateConflict("the operation keeps changing; try again")
+
+
+def _require_result(op: Operation) -> None:
+    if op.is_gone:
+        raise OperationGone(f"operation {op.id} was {'deleted' if op.deleted else 'expired'}")
+    if op.status != SUCCEEDED:
+        raise ResultNotReady(
+            f"operation {op.id} is {op.status}; only a succeeded operation has a result",
+            operationStatus=op.status,
+        )
+    if op.result_deleted:
+        raise OperationGone(f"the result of {op.id} was deleted")
+
+
+async def list_operations(request: Request) -> Response:
+    svc = services(request)
+    status = inputs.choice(request, "status", STATUSES)
+    kind = request.query_params.get("kind") or None
+    limit = inputs.integer(request, "limit", 50, low=1, high=500)
+    before = request.query_params.get("cursor") or None
+    if before is not None and not before.startswith("op_"):
+        raise InvalidRequest("cursor must be the next value of a previous page", field="cursor")
+    ops = await svc.store.list_operations(status=status, kind=kind, limit=limit, before=before)
+    following = ops[-1].id if len(ops) == limit else None
+    return json_response({"items": [operation_document(op) for op in ops], "next": following})
+
+
+async def list_kinds(request: Request) -> Response:
+    registry = services(request).registry
+    return json_response({"items": [k.to_dict() for k in registry]})

@@ -1,0 +1,157 @@
+"""Live fan-out inside one process: committed events reach every subscriber from memory.
+
+The store hands each committed batch to ``Hub.publish`` right after its commit; events that
+other processes commit are noticed by ``Hub.run`` (the store's ``wait_for_change``) and read
+once for all subscribers. A subscriber that falls too far behind is not slowed down or fed
+forever: its buffer is dropped and it is told to catch up from the store — nothing is lost,
+because the store has everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+
+from opstream.events.model import Event
+from opstream.events.store import EventStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUFFER = 10_000
+READ_PAGE = 1_000
+
+
+class Subscription:
+    """A buffer of live events for one operation, or for all of them (``operation_id=None``)."""
+
+    def __init__(self, hub: Hub, operation_id: str | None, max_buffer: int) -> None:
+        self.hub = hub
+        self.operation_id = operation_id
+        self.max_buffer = max_buffer
+        self._buffer: list[Event] = []
+        self._overflowed = False
+        self._wake = asyncio.Event()
+
+    def push(self, events: Sequence[Event]) -> None:
+        if self._overflowed:
+            return
+        if len(self._buffer) + len(events) > self.max_buffer:
+            self._buffer.clear()
+            self._overflowed = True
+        else:
+            self._buffer.extend(events)
+        self._wake.set()
+
+    async def next(self, max_wait: float | None = None) -> tuple[list[Event], bool]:
+        """What arrived since the last call, and whether some of it was dropped (overflow).
+
+        Waits up to ``max_wait`` seconds (forever with ``None``) for something to arrive."""
+        if not self._buffer and not self._overflowed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max_wait)
+        events, overflowed = self._buffer, self._overflowed
+        self._buffer, self._overflowed = [], False
+        self._wake.clear()
+        return events, overflowed
+
+    def close(self) -> None:
+        self.hub._remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Hub:
+    """Routes committed events to this process's subscribers; one read serves them all."""
+
+    def __init__(self, store: EventStore, *, max_buffer: int = DEFAULT_BUFFER) -> None:
+        self.store = store
+        self.max_buffer = max_buffer
+        self._by_operation: dict[str, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()
+        # Positions published from memory that the watcher has not yet passed: it must not
+        # read and publish them a second time.
+        self._published_locally: set[int] = set()
+        self._watching = False
+        store.add_listener(self.publish)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._everything) + sum(len(s) for s in self._by_operation.values())
+
+    def subscribe(self, operation_id: str | None = None) -> Subscription:
+        subscription = Subscription(self, operation_id, self.max_buffer)
+        if operation_id is None:
+            self._everything.add(subscription)
+        else:
+            self._by_operation.setdefault(operation_id, set()).add(subscription)
+        return subscription
+
+    def _remove(self, subscription: Subscription) -> None:
+        if subscription.operation_id is None:
+            self._everything.discard(subscription)
+            return
+        subscribers = self._by_operation.get(subscription.operation_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._by_operation[subscription.operation_id]
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Hand events committed by this process to the subscribers (positions ascending)."""
+        if self._watching:
+            self._published_locally.update(event.position for event in events)
+        self._deliver(events)
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        for subscription in self._everything:
+            subscription.push(events)
+        if not self._by_operation:
+            return
+        per_operation: dict[str, list[Event]] = {}
+        for event in events:
+            if event.operation_id in self._by_operation:
+                per_operation.setdefault(event.operation_id, []).append(event)
+        for operation_id, batch in per_operation.items():
+            for subscription in self._by_operation.get(operation_id, ()):
+                subscription.push(batch)
+
+    async def run(self, poll: float = 1.0) -> None:
+        """Watch the store for events other processes commit, and publish them too."""
+        self._watching = True
+        seen = await self.store.head()
+        try:
+            while True:
+                await self.store.wait_for_change(seen, poll)
+                head = await self.store.head()
+                if head > seen:
+                    await self._catch_up(seen, head)
+                    seen = head
+                    self._published_locally = {p for p in self._published_locally if p > seen}
+        finally:
+            self._watching = False
+
+    async def _catch_up(self, seen: int, head: int) -> None:
+        if all(p in self._published_locally for p in range(seen + 1, head + 1)):
+            return
+        after = seen
+        while after < head:
+            events = await self.store.read_all(after=after, until=head, limit=READ_PAGE)
+            if not events:
+                break
+            foreign = [e for e in events if e.position not in self._published_locally]
+            self._deliver(foreign)
+            after = events[-1].position

@@ -1,0 +1,264 @@
+"""The fold: an operation is nothing but its events, applied one after another.
+
+``apply`` is the operation's state machine. It is pure — no I/O, no clock — so the stores can
+keep a projection in step inside their append transaction, and tests can check it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from opstream.events import model as m
+from opstream.events.errors import InvalidTransition
+
+QUEUED = "queued"
+RUNNING = "running"
+CANCELLING = "cancelling"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+STATUSES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+ACTIVE_STATUSES = frozenset({RUNNING, CANCELLING})
+
+# Events that may still follow a terminal event: they concern the output, not the work.
+AFTER_TERMINAL_TYPES = frozenset(
+    {m.RESULT_DELETED, m.OPERATION_EXPIRED, m.WEBHOOK_DELIVERED, m.WEBHOOK_FAILED}
+)
+# Bookkeeping events that are legal in any status and leave the progress alone.
+NEUTRAL_TYPES = frozenset({m.WEBHOOK_DELIVERED, m.WEBHOOK_FAILED})
+
+
+@dataclass(frozen=True)
+class Progress:
+    percent: float = 0.0
+    stage: str | None = None
+    message: str = ""
+    estimated_time_remaining: float | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    """The state of one operation, as of its ``last_seq``-th event."""
+
+    id: str
+    kind: str
+    params: dict[str, Any]
+    status: str
+    created_at: int
+    updated_at: int
+    last_seq: int
+    callback_url: str | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    attempt: int = 0
+    progress: Progress = field(default_factory=Progress)
+    error: dict[str, str] | None = None
+    result: dict[str, Any] | None = None
+    result_deleted: bool = False
+    deleted: bool = False
+    expired: bool = False
+    progress_updates: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_gone(self) -> bool:
+        """The status resource answers ``410``: deleted by a user or expired."""
+        return self.deleted or self.expired
+
+    @property
+    def has_result(self) -> bool:
+        return self.status == SUCCEEDED and not self.result_deleted and not self.is_gone
+
+
+def fold(events: Iterable[m.Event]) -> Operation | None:
+    """The operation that a history describes, or ``None`` for an empty history."""
+    state: Operation | None = None
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+def apply(state: Operation | None, event: m.Event) -> Operation:
+    """The operation after ``event``; raises ``InvalidTransition`` if the event cannot happen."""
+    if state is None:
+        if event.type != m.OPERATION_QUEUED or event.seq != 1:
+            raise InvalidTransition(f"a history starts with {m.OPERATION_QUEUED} at seq 1")
+        return _queued(event)
+    if event.seq != state.last_seq + 1:
+        raise InvalidTransition(
+            f"operation {state.id}: event seq {event.seq} does not follow {state.last_seq}"
+        )
+    if state.is_terminal and event.type not in AFTER_TERMINAL_TYPES:
+        raise InvalidTransition(f"operation {state.id} is already {state.status}")
+    state = replace(state, last_seq=event.seq, updated_at=event.happened_at)
+    handler = _HANDLERS.get(event.type, _custom)
+    return handler(state, event)
+
+
+def _queued(event: m.Event) -> Operation:
+    details = event.details
+    return Operation(
+        id=event.operation_id,
+        kind=str(details.get("kind", event.kind)),
+        params=dict(details.get("params") or {}),
+        callback_url=details.get("callbackUrl"),
+        status=QUEUED,
+        created_at=event.happened_at,
+        updated_at=event.happened_at,
+        last_seq=event.seq,
+        progress=Progress(message=event.message),
+    )
+
+
+def _require(state: Operation, event: m.Event, *statuses: str) -> None:
+    if state.status not in statuses:
+        raise InvalidTransition(
+            f"operation {state.id}: {event.type} cannot happen while {state.status}"
+        )
+
+
+def _started(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, QUEUED)
+    attempt = int(event.details.get("attempt", state.attempt + 1))
+    return replace(
+        state,
+        status=RUNNING,
+        attempt=attempt,
+        started_at=event.happened_at,
+        progress_updates=0,
+        progress=replace(state.progress, message=event.message),
+    )
+
+
+def _stage(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, RUNNING, CANCELLING)
+    stage = event.details.get("stage")
+    return replace(
+        state,
+        progress=replace(
+            state.progress, stage=None if stage is None else str(stage), message=event.message
+        ),
+    )
+
+
+def _progress(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, RUNNING, CANCELLING)
+    details = event.details
+    percent = min(100.0, max(0.0, float(details.get("percent", state.progress.percent))))
+    stage = details.get("stage", state.progress.stage)
+    eta = details.get("estimatedTimeRemaining")
+    if eta is None:
+        eta = estimate_remaining(state.started_at, event.happened_at, percent)
+    return replace(
+        state,
+        progress_updates=state.progress_updates + 1,
+        progress=Progress(
+            percent=percent,
+            stage=None if stage is None else str(stage),
+            message=event.message,
+            estimated_time_remaining=None if eta is None else round(float(eta), 1),
+        ),
+    )
+
+
+def estimate_remaining(started_at: int | None, now: int, percent: float) -> float | None:
+    """Seconds left if the work keeps the pace it has had since it started."""
+    if started_at is None or percent <= 0.0 or percent >= 100.0:
+        return 0.0 if percent >= 100.0 else None
+    elapsed = max(0, now - started_at) / 1000
+    return elapsed * (100.0 - percent) / percent
+
+
+def _cancellation_requested(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, QUEUED, RUNNING)
+    return replace(
+        state, status=CANCELLING, progress=replace(state.progress, message=event.message)
+    )
+
+
+def _cancelled(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, QUEUED, RUNNING, CANCELLING)
+    return _finished(state, event, CANCELLED)
+
+
+def _succeeded(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, RUNNING, CANCELLING)
+    result = {k: v for k, v in event.details.items() if k in ("contentType", "size")}
+    state = replace(state, result=result or None)
+    return _finished(state, event, SUCCEEDED, percent=100.0)
+
+
+def _failed(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, QUEUED, RUNNING, CANCELLING)
+    raw = event.details.get("error") or {}
+    error = {
+        "type": str(raw.get("type", "HandlerError")),
+        "message": str(raw.get("message", event.message)),
+    }
+    return replace(_finished(state, event, FAILED), error=error)
+
+
+def _finished(
+    state: Operation, event: m.Event, status: str, percent: float | None = None
+) -> Operation:
+    progress = replace(
+        state.progress,
+        message=event.message,
+        estimated_time_remaining=None,
+        percent=state.progress.percent if percent is None else percent,
+    )
+    return replace(state, status=status, finished_at=event.happened_at, progress=progress)
+
+
+def _retried(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, RUNNING)
+    return replace(
+        state,
+        status=QUEUED,
+        progress=Progress(message=event.message),
+        progress_updates=0,
+    )
+
+
+def _result_deleted(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, *TERMINAL_STATUSES)
+    whole = event.details.get("scope") == "operation"
+    return replace(state, result_deleted=True, deleted=state.deleted or whole)
+
+
+def _expired(state: Operation, event: m.Event) -> Operation:
+    _require(state, event, *TERMINAL_STATUSES)
+    return replace(state, expired=True, result_deleted=True)
+
+
+def _neutral(state: Operation, event: m.Event) -> Operation:
+    return state
+
+
+def _custom(state: Operation, event: m.Event) -> Operation:
+    """A handler's own event type (``FraudCheckStarted``): a message while the work runs."""
+    _require(state, event, RUNNING, CANCELLING)
+    return replace(state, progress=replace(state.progress, message=event.message))
+
+
+_HANDLERS = {
+    m.OPERATION_STARTED: _started,
+    m.STAGE_STARTED: _stage,
+    m.PROGRESS_UPDATED: _progress,
+    m.CANCELLATION_REQUESTED: _cancellation_requested,
+    m.OPERATION_CANCELLED: _cancelled,
+    m.OPERATION_SUCCEEDED: _succeeded,
+    m.OPERATION_FAILED: _failed,
+    m.OPERATION_RETRIED: _retried,
+    m.RESULT_DELETED: _result_deleted,
+    m.OPERATION_EXPIRED: _expired,
+    m.WEBHOOK_DELIVERED: _neutral,
+    m.WEBHOOK_FAILED: _neutral,
+}

@@ -1,0 +1,123 @@
+"""The event: the one fact everything else in opstream is derived from."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+OPERATION_QUEUED = "OperationQueued"
+OPERATION_STARTED = "OperationStarted"
+STAGE_STARTED = "StageStarted"
+PROGRESS_UPDATED = "ProgressUpdated"
+OPERATION_SUCCEEDED = "OperationSucceeded"
+OPERATION_FAILED = "OperationFailed"
+CANCELLATION_REQUESTED = "CancellationRequested"
+OPERATION_CANCELLED = "OperationCancelled"
+RESULT_DELETED = "ResultDeleted"
+OPERATION_EXPIRED = "OperationExpired"
+OPERATION_RETRIED = "OperationRetried"
+WEBHOOK_DELIVERED = "WebhookDelivered"
+WEBHOOK_FAILED = "WebhookFailed"
+
+TERMINAL_TYPES = frozenset({OPERATION_SUCCEEDED, OPERATION_FAILED, OPERATION_CANCELLED})
+BUILT_IN_TYPES = frozenset(
+    {
+        OPERATION_QUEUED,
+        OPERATION_STARTED,
+        STAGE_STARTED,
+        PROGRESS_UPDATED,
+        OPERATION_SUCCEEDED,
+        OPERATION_FAILED,
+        CANCELLATION_REQUESTED,
+        OPERATION_CANCELLED,
+        RESULT_DELETED,
+        OPERATION_EXPIRED,
+        OPERATION_RETRIED,
+        WEBHOOK_DELIVERED,
+        WEBHOOK_FAILED,
+    }
+)
+
+
+def now_ms() -> int:
+    """Wall-clock time in whole milliseconds since the epoch: the resolution events carry."""
+    return time.time_ns() // 1_000_000
+
+
+def format_time(ms: int | None) -> str | None:
+    """RFC 3339 UTC with milliseconds, e.g. ``2026-11-23T10:05:26.222Z``."""
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event a writer wants appended; the store gives it its seq, position and time."""
+
+    type: str
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A durable event: numbered within its operation (``seq``) and across the store
+    (``position``)."""
+
+    operation_id: str
+    seq: int
+    position: int
+    type: str
+    message: str
+    happened_at: int
+    details: dict[str, Any]
+    kind: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.operation_id}:{self.seq}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "operationId": self.operation_id,
+            "seq": self.seq,
+            "position": self.position,
+            "type": self.type,
+            "kind": self.kind,
+            "message": self.message,
+            "happenedAt": format_time(self.happened_at),
+            "details": self.details,
+        }
+
+    def json(self) -> bytes:
+        """The event's JSON, encoded once however many subscribers receive it."""
+        cached: bytes | None = self.__dict__.get("_json")
+        if cached is None:
+            cached = orjson.dumps(self.to_dict())
+            object.__setattr__(self, "_json", cached)
+        return cached
+
+    def sse_frame(self, cursor: str) -> bytes:
+        """The SSE frame of this event, with ``id:`` set to its ``seq`` or its ``position``."""
+        key = "_frame_" + cursor
+        cached: bytes | None = self.__dict__.get(key)
+        if cached is None:
+            ident = self.seq if cursor == "seq" else self.position
+            cached = b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                ident,
+                self.type.encode(),
+                self.json(),
+            )
+            object.__setattr__(self, key, cached)
+        return cached

@@ -1,0 +1,129 @@
+"""The event store interface: what every backend (SQLite, PostgreSQL) must do, all of it.
+
+A backend stores and fetches; the rules — which event may follow which, what an operation
+looks like after them — live in ``fold.py`` and are applied by the backend inside its append
+transaction, so the projection can never disagree with the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from opstream.events.fold import Operation
+from opstream.events.model import Event, NewEvent
+
+CommitListener = Callable[[Sequence[Event]], None]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on a running operation: who holds it, for which attempt."""
+
+    operation_id: str
+    owner: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """An operation's output: any bytes, with the content type to serve them under."""
+
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    """The operation after an append, and the events the append made durable."""
+
+    operation: Operation
+    events: list[Event]
+
+
+class EventStore(Protocol):
+    """Durable, ordered histories of operations, and the projection of each."""
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; idempotent."""
+
+    async def close(self) -> None:
+        """Finish queued writes, then release every connection."""
+
+    def add_listener(self, listener: CommitListener) -> None:
+        """Call ``listener`` with every batch of events this process commits, after commit."""
+
+    async def create(
+        self,
+        operation_id: str,
+        kind: str,
+        params: dict[str, object],
+        *,
+        callback_url: str | None = None,
+    ) -> Appended:
+        """Start a history with ``OperationQueued``."""
+
+    async def append(
+        self,
+        operation_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_seq: int | None = None,
+        lease: Lease | None = None,
+        result: StoredResult | None = None,
+    ) -> Appended:
+        """Append ``events`` atomically after the operation's last event.
+
+        ``expected_seq`` makes the append conditional on the last ``seq`` (else
+        ``SequenceConflict``); ``lease`` on the writer still holding it (else ``LeaseLost``).
+        ``result`` is stored in the same transaction (with ``OperationSucceeded``). A
+        ``ResultDeleted`` or ``OperationExpired`` event removes the stored result.
+        """
+
+    async def get(self, operation_id: str) -> Operation:
+        """The operation's projection; ``OperationNotFound`` if it never existed."""
+
+    async def list_operations(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Operation]:
+        """Operations newest first, optionally only those older than the id ``before``."""
+
+    async def read(self, operation_id: str, *, after: int = 0, limit: int = 100) -> list[Event]:
+        """The operation's events with ``seq > after``, oldest first."""
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        limit: int = 100,
+        kind: str | None = None,
+        operation_id: str | None = None,
+    ) -> list[Event]:
+        """Events of all operations with ``after < position <= until``, in position order."""
+
+    async def head(self) -> int:
+        """The position below which every event is committed and readable."""
+
+    async def wait_for_change(self, head: int, max_wait: float) -> None:
+        """Return once the store's head may have moved past ``head`` (by any process), or
+        after ``max_wait`` seconds. Spurious returns are allowed; missed ones are not."""
+
+    async def get_result(self, operation_id: str) -> StoredResult | None:
+        """The stored output, or ``None`` when there is none (not finished, or deleted)."""
+
+    async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
+        """Take the oldest queued operation of one of ``kinds``: append ``OperationStarted``
+        and hold its lease for ``lease_ms``. ``None`` when nothing is queued."""
+
+    async def renew(self, lease: Lease, lease_ms: int) -> Operation:
+        """Extend a held lease; ``LeaseLost`` when it is no longer held."""
+
+    async def recover(self, max_attempts: int, limit: int = 100) -> list[Event]:
+        """Retry (or, past ``max_attempts``, fail) operations whose lease has expired."""
