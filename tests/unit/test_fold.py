@@ -1,0 +1,171 @@
+"""The fold: an operation is exactly what its events say, and illegal histories are refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from opstream.events import model as m
+from opstream.events.errors import InvalidTransition
+from opstream.events.fold import (
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    apply,
+    estimate_remaining,
+    fold,
+)
+
+OP = "op_test"
+
+
+def history(*specs: tuple[str, dict[str, Any]], start: int = 1_000_000) -> list[m.Event]:
+    """Events 1..n of one operation, one second apart."""
+    events = []
+    for index, (type_, details) in enumerate(specs):
+        events.append(
+            m.Event(OP, index + 1, 100 + index, type_, type_.lower(), start + index * 1000,
+                    details, "demo.countdown")
+        )  # fmt: skip
+    return events
+
+
+QUEUED_EVENT = (m.OPERATION_QUEUED, {"kind": "demo.countdown", "params": {"steps": 2}})
+
+
+def test_empty_history_is_no_operation() -> None:
+    assert fold([]) is None
+
+
+def test_a_full_successful_run() -> None:
+    op = fold(
+        history(
+            QUEUED_EVENT,
+            (m.OPERATION_STARTED, {"attempt": 1}),
+            (m.STAGE_STARTED, {"stage": "counting"}),
+            (m.PROGRESS_UPDATED, {"percent": 50.0, "stage": "counting"}),
+            (m.OPERATION_SUCCEEDED, {"contentType": "application/json", "size": 11}),
+        )
+    )
+    assert op is not None
+    assert op.status == SUCCEEDED
+    assert op.kind == "demo.countdown"
+    assert op.params == {"steps": 2}
+    assert op.attempt == 1
+    assert op.last_seq == 5
+    assert op.created_at == 1_000_000
+    assert op.started_at == 1_001_000
+    assert op.finished_at == op.updated_at == 1_004_000
+    assert op.progress.percent == 100.0
+    assert op.progress.stage == "counting"
+    assert op.result == {"contentType": "application/json", "size": 11}
+    assert op.has_result and op.is_terminal and not op.is_gone
+
+
+def test_progress_estimates_the_time_remaining_from_its_pace() -> None:
+    events = history(QUEUED_EVENT, (m.OPERATION_STARTED, {}), (m.PROGRESS_UPDATED, {"percent": 25}))
+    op = fold(events)
+    assert op is not None
+    # 1 s for 25 %: 3 s for the remaining 75 %.
+    assert op.progress.estimated_time_remaining == 3.0
+    assert op.progress_updates == 1
+
+
+def test_a_handlers_eta_wins_over_the_estimate() -> None:
+    op = fold(
+        history(
+            QUEUED_EVENT,
+            (m.OPERATION_STARTED, {}),
+            (m.PROGRESS_UPDATED, {"percent": 25, "estimatedTimeRemaining": 42}),
+        )
+    )
+    assert op is not None and op.progress.estimated_time_remaining == 42.0
+
+
+@pytest.mark.parametrize(
+    ("started", "now", "percent", "expected"),
+    [(None, 5, 10.0, None), (0, 1000, 0.0, None), (0, 1000, 100.0, 0.0), (0, 2000, 50.0, 2.0)],
+)
+def test_estimate_remaining(started: int | None, now: int, percent: float,
+                            expected: float | None) -> None:  # fmt: skip
+    assert estimate_remaining(started, now, percent) == expected
+
+
+def test_failure_carries_a_readable_error() -> None:
+    error = {"type": "HandlerError", "message": "disk full"}
+    op = fold(
+        history(QUEUED_EVENT, (m.OPERATION_STARTED, {}), (m.OPERATION_FAILED, {"error": error}))
+    )
+    assert op is not None
+    assert op.status == FAILED and op.error == error and not op.has_result
+
+
+def test_cancel_while_running_goes_through_cancelling() -> None:
+    events = history(
+        QUEUED_EVENT,
+        (m.OPERATION_STARTED, {}),
+        (m.CANCELLATION_REQUESTED, {}),
+        (m.OPERATION_CANCELLED, {}),
+    )
+    assert fold(events[:3]).status == CANCELLING  # type: ignore[union-attr]
+    assert fold(events).status == CANCELLED  # type: ignore[union-attr]
+
+
+def test_retry_goes_back_to_queued_and_counts_attempts() -> None:
+    op = fold(
+        history(
+            QUEUED_EVENT,
+            (m.OPERATION_STARTED, {"attempt": 1}),
+            (m.PROGRESS_UPDATED, {"percent": 40}),
+            (m.OPERATION_RETRIED, {"attempt": 2}),
+            (m.OPERATION_STARTED, {"attempt": 2}),
+        )
+    )
+    assert op is not None
+    assert op.status == RUNNING and op.attempt == 2
+    assert op.progress.percent == 0.0, "a retry starts the progress over"
+
+
+def test_deleting_the_result_keeps_the_operation_but_deleting_it_makes_it_gone() -> None:
+    done = [QUEUED_EVENT, (m.OPERATION_STARTED, {}), (m.OPERATION_SUCCEEDED, {})]
+    only_result = fold(history(*done, (m.RESULT_DELETED, {"scope": "result"})))
+    whole = fold(history(*done, (m.RESULT_DELETED, {"scope": "operation"})))
+    assert only_result is not None and whole is not None
+    assert only_result.result_deleted and not only_result.is_gone and not only_result.has_result
+    assert whole.is_gone
+
+
+def test_custom_events_are_allowed_while_running() -> None:
+    op = fold(history(QUEUED_EVENT, (m.OPERATION_STARTED, {}), ("FraudCheckStarted", {})))
+    assert op is not None and op.status == RUNNING and op.progress.message == "fraudcheckstarted"
+
+
+@pytest.mark.parametrize(
+    "illegal",
+    [
+        [QUEUED_EVENT, (m.PROGRESS_UPDATED, {"percent": 1})],  # progress before start
+        [QUEUED_EVENT, (m.OPERATION_SUCCEEDED, {})],  # success without running
+        [QUEUED_EVENT, (m.OPERATION_STARTED, {}), (m.OPERATION_STARTED, {})],
+        [QUEUED_EVENT, (m.OPERATION_STARTED, {}), (m.OPERATION_SUCCEEDED, {}),
+         (m.PROGRESS_UPDATED, {"percent": 1})],  # anything but output events after the end
+        [QUEUED_EVENT, (m.RESULT_DELETED, {})],  # no output to delete yet
+        [(m.OPERATION_STARTED, {})],  # a history starts with OperationQueued
+    ],
+)  # fmt: skip
+def test_illegal_histories_are_refused(illegal: list[tuple[str, dict[str, Any]]]) -> None:
+    with pytest.raises(InvalidTransition):
+        fold(history(*illegal))
+
+
+def test_seq_must_follow_without_a_gap() -> None:
+    first, second = history(QUEUED_EVENT, (m.OPERATION_STARTED, {}))
+    skipped = m.Event(OP, 3, 101, m.OPERATION_STARTED, "", 0, {})
+    state = apply(None, first)
+    assert state.status == QUEUED
+    with pytest.raises(InvalidTransition):
+        apply(state, skipped)
+    assert apply(state, second).status == RUNNING
