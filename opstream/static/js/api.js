@@ -1,0 +1,118 @@
+// The HTTP API as the dashboard uses it. Every failure becomes an ApiError carrying the
+// problem+json body, so views can show the server's own words.
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+    this.name = "ApiError";
+    this.status = status;
+    this.problem = problem || null;
+  }
+}
+
+async function problemOf(response) {
+  const type = response.headers.get("content-type") || "";
+  if (type.includes("json")) {
+    try {
+      return await response.json();
+    } catch {
+      // fall through to a problem of our own
+    }
+  }
+  return { title: response.statusText || "Request failed", status: response.status };
+}
+
+async function request(path, init = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      ...init,
+      headers: { Accept: "application/json", ...(init.headers || {}) },
+    });
+  } catch (error) {
+    throw new ApiError(0, { title: "Network error", detail: "The server cannot be reached." });
+  }
+  if (response.type === "opaqueredirect") return response;
+  if (!response.ok) throw new ApiError(response.status, await problemOf(response));
+  return response;
+}
+
+async function json(path, init) {
+  const response = await request(path, init);
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+/**
+ * The store's newest global position (from GET /healthz), where a live feed should start so
+ * that it does not replay the whole history; null if the server does not say.
+ */
+export async function feedHead() {
+  try {
+    const body = await json("/healthz");
+    return Number.isInteger(body && body.head) ? body.head : null;
+  } catch {
+    return null;
+  }
+}
+
+export function listKinds() {
+  return json("/kinds").then((body) => body.items || []);
+}
+
+/** One page of operations, newest first: `{items, next}`. */
+export function listOperations({ status = "", kind = "", limit = 50, cursor = "" } = {}) {
+  const query = new URLSearchParams();
+  if (status) query.set("status", status);
+  if (kind) query.set("kind", kind);
+  if (limit) query.set("limit", String(limit));
+  if (cursor) query.set("cursor", cursor);
+  return json(`/operations?${query}`);
+}
+
+export function startOperation(kind, params) {
+  return json("/operations", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ kind, params }),
+  });
+}
+
+/**
+ * The status document, or `{redirected: true}` when the operation has succeeded: the status
+ * resource then answers 303 to the result, and a browser cannot read a redirect's body, so
+ * the caller folds the document from the events instead (it is their projection).
+ */
+export async function getOperation(id) {
+  const response = await request(`/operations/${encodeURIComponent(id)}`, { redirect: "manual" });
+  if (response.type === "opaqueredirect" || response.status === 303) return { redirected: true };
+  return response.json();
+}
+
+/** A page of one operation's events after `after`, oldest first. */
+export function operationEvents(id, after = 0, limit = 1000) {
+  return json(`/operations/${encodeURIComponent(id)}/events?after=${after}&limit=${limit}`);
+}
+
+/** Cancel (202) a running or queued operation, or delete (204) a finished one's output. */
+export async function deleteOperation(id) {
+  const response = await request(`/operations/${encodeURIComponent(id)}`, { method: "DELETE" });
+  return { status: response.status, body: response.status === 204 ? null : await response.json().catch(() => null) };
+}
+
+export async function deleteResult(id) {
+  await request(`/operations/${encodeURIComponent(id)}/result`, { method: "DELETE" });
+}
+
+export function resultUrl(id) {
+  return `/operations/${encodeURIComponent(id)}/result`;
+}
+
+/** The result's text for a preview, at most `maxBytes` of it (null when it is larger). */
+export async function resultText(id, maxBytes) {
+  const response = await request(resultUrl(id), { headers: { Accept: "*/*" } });
+  const length = Number(response.headers.get("content-length"));
+  if (Number.isFinite(length) && length > maxBytes) return null;
+  const text = await response.text();
+  return text.length > maxBytes ? null : { text, contentType: response.headers.get("content-type") || "" };
+}
