@@ -272,7 +272,7 @@ def describe_error(exc: ClientError) -> str:
     if isinstance(exc, ServerUnavailable):
         return f"{exc} (is `opstream serve` running there? set --url or {URL_ENV})"
     if isinstance(exc, UnknownKind):
-        return f"unknown kind: {exc.detail or exc.title}"
+        return exc.detail or f"unknown kind ({exc.title})"
     if isinstance(exc, InvalidParams):
         return f"invalid params: {exc}"
     if isinstance(exc, ProblemError):

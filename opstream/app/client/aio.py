@@ -10,6 +10,7 @@ import builtins
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -54,9 +55,17 @@ JsonObject = dict[str, Any]
 
 
 def _describe(exc: httpx.TransportError) -> str:
+    """A short reason a person can read: "connection refused" rather than a driver's text."""
     text = str(exc).strip()
     if isinstance(exc, httpx.ConnectError):
-        return "connection refused" if "refused" in text.lower() else text or "cannot connect"
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError):
+                return "connection refused"
+            if isinstance(cause, socket.gaierror):
+                return "unknown host"
+            cause = cause.__cause__ or cause.__context__
+        return f"cannot connect ({text})" if text else "cannot connect"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, httpx.RemoteProtocolError):
@@ -232,7 +241,8 @@ class AsyncClient:
     async def kinds(self) -> Any:
         """The registered operation kinds, with descriptions and params schemas."""
         response = await self._send("GET", self._url("/kinds"), idempotent=True)
-        return response.json()
+        body = response.json()
+        return body.get("items", body) if isinstance(body, dict) else body
 
     # -- watch: the catch-up subscription ----------------------------------------------------
 
