@@ -30,7 +30,7 @@ export class ManagedStream {
     this.timer = null;
     this.stopped = false;
     this.onOnline = () => this.reopenIfDown();
-    this.onOffline = () => this.setState("offline");
+    this.onOffline = () => this.suspend();
   }
 
   start() {
@@ -112,12 +112,27 @@ export class ManagedStream {
     return this.opened ? "reconnecting" : "connecting";
   }
 
+  /**
+   * The browser says the network is gone. A connection that looks open may be dead without
+   * knowing it (a laptop lid, a Wi-Fi change), so drop it and come back from the cursor.
+   */
+  suspend() {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    if (this.source) this.source.close();
+    this.source = null;
+    this.downSince ??= Date.now();
+    this.setState("offline");
+  }
+
   /** Back online: do not wait for the browser's retry timer. */
   reopenIfDown() {
     if (this.stopped) return;
     if (!this.source || this.source.readyState !== EventSource.OPEN) {
       this.setState("reconnecting");
       this.open();
+    } else {
+      this.setState("live");
     }
   }
 
