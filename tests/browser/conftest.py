@@ -7,6 +7,7 @@ skipped with the reason. Screenshots go to ``tests/browser/artifacts/`` (printed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -158,10 +159,8 @@ class CuttableProxy:
     def _close(self, sock: socket.socket) -> None:
         with self.lock:
             self.sockets.discard(sock)
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         sock.close()
 
     def cut(self) -> int:

@@ -184,9 +184,7 @@ def test_dropped_connection_reconnects_with_last_event_id_and_loses_nothing(
     assert resumed, proxy.requests
 
 
-def test_reload_mid_operation_replays_history_and_follows_the_tail(
-    page: Any, server: Any
-) -> None:
+def test_reload_mid_operation_replays_history_and_follows_the_tail(page: Any, server: Any) -> None:
     op = start(server, **SLOW)
     page.goto(f"{server.url}/#/operations/{op['id']}")
     wait_for_seq(page, 10)
