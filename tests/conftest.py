@@ -44,10 +44,17 @@ class ServerProcess:
         log_path = self.log_path or self.database.with_suffix(".log")
         self.log_path = log_path
         command = [
-            sys.executable, "-m", "opstream.app.cli", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--database", f"sqlite:///{self.database}",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "opstream.app.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--database",
+            f"sqlite:///{self.database}",
+        ]
         with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         self._wait_until_up()

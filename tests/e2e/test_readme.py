@@ -38,8 +38,18 @@ def walkthrough_commands() -> list[tuple[str, str | None]]:
 
 def test_the_walkthrough_has_the_promised_steps() -> None:
     commands = " ".join(command for command, _ in walkthrough_commands())
-    for step in ("-X POST", "events/stream", "Last-Event-ID", "events?after=", "-X DELETE",
-                 "If-None-Match", "curl -L", "/kinds", "/events?", "openapi.json"):  # fmt: skip
+    for step in (
+        "-X POST",
+        "events/stream",
+        "Last-Event-ID",
+        "events?after=",
+        "-X DELETE",
+        "If-None-Match",
+        "curl -L",
+        "/kinds",
+        "/events?",
+        "openapi.json",
+    ):
         assert step in commands
 
 
@@ -64,9 +74,9 @@ def test_readme_walkthrough(server: ServerProcess) -> None:
         )
         output = done.stdout
         assert done.returncode == 0, f"{command}\n{done.stderr}"
-        if found := re.search(r"^location: (\S+)", output, re.I | re.M):
-            if "-X POST" in command:
-                location = found.group(1)
+        found = re.search(r"^location: (\S+)", output, re.I | re.M)
+        if found and "-X POST" in command:
+            location = found.group(1)
         if expectation is None:
             continue
         if expectation.isdigit():

@@ -28,9 +28,17 @@ def history(*specs: tuple[str, dict[str, Any]], start: int = 1_000_000) -> list[
     events = []
     for index, (type_, details) in enumerate(specs):
         events.append(
-            m.Event(OP, index + 1, 100 + index, type_, type_.lower(), start + index * 1000,
-                    details, "demo.countdown")
-        )  # fmt: skip
+            m.Event(
+                OP,
+                index + 1,
+                100 + index,
+                type_,
+                type_.lower(),
+                start + index * 1000,
+                details,
+                "demo.countdown",
+            )
+        )
     return events
 
 
@@ -90,8 +98,9 @@ def test_a_handlers_eta_wins_over_the_estimate() -> None:
     ("started", "now", "percent", "expected"),
     [(None, 5, 10.0, None), (0, 1000, 0.0, None), (0, 1000, 100.0, 0.0), (0, 2000, 50.0, 2.0)],
 )
-def test_estimate_remaining(started: int | None, now: int, percent: float,
-                            expected: float | None) -> None:  # fmt: skip
+def test_estimate_remaining(
+    started: int | None, now: int, percent: float, expected: float | None
+) -> None:
     assert estimate_remaining(started, now, percent) == expected
 
 
@@ -150,12 +159,16 @@ def test_custom_events_are_allowed_while_running() -> None:
         [QUEUED_EVENT, (m.PROGRESS_UPDATED, {"percent": 1})],  # progress before start
         [QUEUED_EVENT, (m.OPERATION_SUCCEEDED, {})],  # success without running
         [QUEUED_EVENT, (m.OPERATION_STARTED, {}), (m.OPERATION_STARTED, {})],
-        [QUEUED_EVENT, (m.OPERATION_STARTED, {}), (m.OPERATION_SUCCEEDED, {}),
-         (m.PROGRESS_UPDATED, {"percent": 1})],  # anything but output events after the end
+        [
+            QUEUED_EVENT,
+            (m.OPERATION_STARTED, {}),
+            (m.OPERATION_SUCCEEDED, {}),
+            (m.PROGRESS_UPDATED, {"percent": 1}),
+        ],  # anything but output events after the end
         [QUEUED_EVENT, (m.RESULT_DELETED, {})],  # no output to delete yet
         [(m.OPERATION_STARTED, {})],  # a history starts with OperationQueued
     ],
-)  # fmt: skip
+)
 def test_illegal_histories_are_refused(illegal: list[tuple[str, dict[str, Any]]]) -> None:
     with pytest.raises(InvalidTransition):
         fold(history(*illegal))
