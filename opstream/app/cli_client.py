@@ -381,11 +381,14 @@ class WatchState:
     eta: float | None = None
     eta_at: float = 0.0
     started_ms: int | None = None
+    finished_ms: int | None = None
     error: str = ""
 
     def apply(self, event: Event, now: float | None = None) -> None:
         details = event.details
         self.message = event.message or self.message
+        if event.is_terminal:
+            self.finished_ms = event.happened_at
         if event.type == "OperationStarted":
             self.status, self.started_ms = "running", event.happened_at
         elif event.type == "OperationRetried":
@@ -412,6 +415,12 @@ class WatchState:
             self.error = str(message or event.message or "the operation failed")
         elif event.type == OPERATION_CANCELLED:
             self.status, self.eta = "cancelled", None
+
+    def took(self) -> float | None:
+        """Seconds from start to end, once the operation has ended."""
+        if self.started_ms is None or self.finished_ms is None:
+            return None
+        return max(0, self.finished_ms - self.started_ms) / 1000
 
     def remaining(self, now: float | None = None) -> float | None:
         """The ETA, counting down since it was reported."""
@@ -468,6 +477,9 @@ class _EtaColumn(ProgressColumn):
         self.state = state
 
     def render(self, task: Task) -> Text:
+        took = self.state.took()
+        if took is not None:
+            return Text(f"took {format_duration(took)}", style="progress.elapsed")
         remaining = self.state.remaining()
         if remaining is None:
             return Text("ETA -:--:--", style="dim")

@@ -201,8 +201,13 @@ def test_watch_state_folds_leniently_and_counts_the_eta_down() -> None:
     assert (state.percent, state.stage, state.status) == (30.0, "loading", "queued")
     state.apply(event(6, "ProgressUpdated", percent=50.0, estimatedTimeRemaining=10), now=100.0)
     assert state.remaining(now=104.0) == 6.0 and state.remaining(now=120.0) == 0.0
+    assert state.took() is None
     state.apply(event(7, "OperationFailed", error={"type": "HandlerError", "message": "boom"}))
     assert state.status == "failed" and state.error == "boom" and state.remaining() is None
+    started = WatchState()
+    started.apply(event(2, "OperationStarted"))
+    started.apply(event(9, "OperationSucceeded"))
+    assert started.took() == 0.007 and started.percent == 100.0
     assert format_duration(3725) == "1:02:05" and format_duration(None) == "-:--:--"
 
 

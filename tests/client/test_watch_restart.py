@@ -8,12 +8,14 @@ once, in order, up to the terminal event.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 
 import pytest
 
 from opstream.app.client import AsyncClient, Backoff, Client
-from tests.client.conftest import Server
+from tests.client.conftest import Server, cli_command, cli_env
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +68,31 @@ def test_sync_watch_survives_restart_too(server: Server) -> None:
         final = client.get(operation.id)
     assert seen == list(range(1, final.last_event_seq + 1))
     assert final.status == "succeeded"
+
+
+def test_cli_follow_through_a_pipe_survives_restart(server: Server) -> None:
+    """``opstream events --follow`` is ``watch`` too: clean JSON lines, each seq once."""
+    with Client(server.url) as client:
+        operation = client.submit("demo.countdown", {"steps": 20, "intervalMs": 100})
+    proc = subprocess.Popen(
+        cli_command("events", operation.id, "--follow"),
+        env=cli_env(server.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(KILL_AT_SEQ)]
+        restart_after_downtime(server)
+        out, err = proc.communicate(timeout=TEST_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in [*lines, *out.splitlines()]]
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert events[-1]["type"] == "OperationSucceeded"
+    assert "OperationRetried" in {e["type"] for e in events}

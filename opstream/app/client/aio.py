@@ -44,8 +44,9 @@ URL_ENV = "OPSTREAM_URL"
 
 # The server sends a comment at least every 15 s; three missed heartbeats mean a dead peer.
 STREAM_READ_TIMEOUT = 45.0
-# How long one ``wait`` request asks the server to hold it (the server allows up to 60 s).
+# How long one ``wait`` request asks the server to hold it, and the most the server allows.
 LONG_POLL_SECONDS = 30
+MAX_LONG_POLL_SECONDS = 60
 # Gateways answer these while a server restarts: worth retrying for a safe request.
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 # Used when a status answer carries no ``Retry-After``.
@@ -399,7 +400,7 @@ class AsyncClient:
         etag: str | None = None
         pause = DEFAULT_POLL_INTERVAL
         while True:
-            hold = long_poll
+            hold = max(0, min(long_poll, MAX_LONG_POLL_SECONDS))
             if deadline is not None:
                 hold = min(hold, int(max(0.0, deadline - time.monotonic())))
             response = await self._send(
