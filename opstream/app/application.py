@@ -106,9 +106,17 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         hub = Hub(store)
-        app.state.services = Services(settings, store, hub, kinds)
+        app.state.services = svc = Services(settings, store, hub, kinds)
         metrics.watch(store, hub)
-        tasks = [asyncio.create_task(hub.run(), name="opstream-hub")]
+
+        async def close_streams_on_shutdown() -> None:
+            await svc.stopping.wait()
+            hub.close()
+
+        tasks = [
+            asyncio.create_task(hub.run(), name="opstream-hub"),
+            asyncio.create_task(close_streams_on_shutdown(), name="opstream-stream-closer"),
+        ]
         if settings.concurrency > 0:
             worker = Worker(
                 store,
@@ -122,6 +130,7 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
         try:
             yield
         finally:
+            hub.close()
             for task in reversed(tasks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

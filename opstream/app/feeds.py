@@ -24,6 +24,7 @@ from opstream.events.model import Event
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 RETRY_MS = 2000
+SHUTDOWN_GRACE = 2.0
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -119,4 +120,6 @@ def _event_source(svc: Services, frames: AsyncIterator[bytes]) -> EventSourceRes
         ping=svc.settings.heartbeat_seconds,
         ping_message_factory=_keep_alive,
         send_timeout=30,
+        shutdown_event=svc.stopping,
+        shutdown_grace_period=SHUTDOWN_GRACE,
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import anyio
 from starlette.requests import Request
 
 from opstream.app.kinds import Registry
@@ -18,6 +19,8 @@ class Services:
     store: EventStore
     hub: Hub
     registry: Registry
+    # Set when the server starts shutting down: open streams end cleanly instead of being cut.
+    stopping: anyio.Event = field(default_factory=anyio.Event)
 
 
 def services(request: Request) -> Services:

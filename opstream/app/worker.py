@@ -64,7 +64,7 @@ class Worker:
     async def _claim_forever(self) -> None:
         kinds = self.registry.names()
         with self.hub.subscribe(None) as feed:
-            while True:
+            while not feed.closed:  # the hub closes when the process shuts down
                 claimed = None
                 if len(self._running) < self.concurrency:
                     claimed = await self._claim(kinds)
@@ -91,6 +91,8 @@ class Worker:
         try:
             while (remaining := deadline - loop.time()) > 0 and not freed.done():
                 arrived, overflowed = await feed.next(remaining)
+                if feed.closed:
+                    return
                 if overflowed or any(e.type in WAKING_TYPES for e in arrived):
                     return
         finally:
@@ -182,7 +184,10 @@ class Worker:
         next_renewal = loop.time() + renew_every
         with self.hub.subscribe(lease.operation_id) as live:
             while not handler.done():
-                arrived, _ = await live.next(max(0.0, next_renewal - loop.time()))
+                until_renewal = max(0.0, next_renewal - loop.time())
+                if live.closed:  # shutting down: no live events, keep renewing all the same
+                    await asyncio.sleep(until_renewal)
+                arrived, _ = await live.next(until_renewal)
                 cancel = any(e.type == m.CANCELLATION_REQUESTED for e in arrived)
                 if loop.time() >= next_renewal:
                     next_renewal = loop.time() + renew_every

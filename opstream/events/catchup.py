@@ -23,7 +23,7 @@ async def follow_operation(
     store: EventStore, hub: Hub, operation_id: str, after: int, *, page: int = PAGE
 ) -> AsyncIterator[list[Event]]:
     """Batches of the operation's events with ``seq > after``, in order, each exactly once,
-    ending with the terminal event."""
+    ending with the terminal event (or early, when the hub closes for shutdown)."""
     cursor = after
     with hub.subscribe(operation_id) as live:
         while True:
@@ -46,6 +46,8 @@ async def follow_operation(
                     yield merged.deliver
                     if merged.deliver[-1].is_terminal:
                         return
+                if live.closed:
+                    return
                 if merged.gap or overflowed:
                     break
 
@@ -59,8 +61,9 @@ async def follow_all(
     operation_id: str | None = None,
     page: int = PAGE,
 ) -> AsyncIterator[list[Event]]:
-    """Batches of the store-wide feed after position ``after``, optionally filtered; never
-    ends. Live events are merged on the unfiltered positions, so a filter never hides a gap."""
+    """Batches of the store-wide feed after position ``after``, optionally filtered; ends
+    only when the hub closes for shutdown. Live events are merged on the unfiltered
+    positions, so a filter never hides a gap."""
     cursor = after
     with hub.subscribe(None) as live:
         while True:
@@ -82,6 +85,8 @@ async def follow_all(
                 wanted = [e for e in merged.deliver if _matches(e, kind, operation_id)]
                 if wanted:
                     yield wanted
+                if live.closed:
+                    return
                 if merged.gap or overflowed:
                     break
 

@@ -34,6 +34,12 @@ class Subscription:
         self._buffer: list[Event] = []
         self._overflowed = False
         self._wake = asyncio.Event()
+        self.closed = False
+
+    def end(self) -> None:
+        """No more live events will come (the process is shutting down)."""
+        self.closed = True
+        self._wake.set()
 
     def push(self, events: Sequence[Event]) -> None:
         if self._overflowed:
@@ -48,8 +54,9 @@ class Subscription:
     async def next(self, max_wait: float | None = None) -> tuple[list[Event], bool]:
         """What arrived since the last call, and whether some of it was dropped (overflow).
 
-        Waits up to ``max_wait`` seconds (forever with ``None``) for something to arrive."""
-        if not self._buffer and not self._overflowed:
+        Waits up to ``max_wait`` seconds (forever with ``None``) for something to arrive,
+        or for the hub to close (then ``closed`` is true)."""
+        if not self._buffer and not self._overflowed and not self.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max_wait)
         events, overflowed = self._buffer, self._overflowed
@@ -84,6 +91,7 @@ class Hub:
         # read and publish them a second time.
         self._published_locally: set[int] = set()
         self._watching = False
+        self._closed = False
         store.add_listener(self.publish)
 
     @property
@@ -92,11 +100,22 @@ class Hub:
 
     def subscribe(self, operation_id: str | None = None) -> Subscription:
         subscription = Subscription(self, operation_id, self.max_buffer)
-        if operation_id is None:
+        if self._closed:
+            subscription.end()
+        elif operation_id is None:
             self._everything.add(subscription)
         else:
             self._by_operation.setdefault(operation_id, set()).add(subscription)
         return subscription
+
+    def close(self) -> None:
+        """End every live subscription: streams finish cleanly and clients resume elsewhere."""
+        self._closed = True
+        for subscription in [
+            *self._everything,
+            *(s for v in self._by_operation.values() for s in v),
+        ]:
+            subscription.end()
 
     def _remove(self, subscription: Subscription) -> None:
         if subscription.operation_id is None:
