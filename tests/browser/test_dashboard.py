@@ -389,3 +389,16 @@ def test_unknown_operation_says_so(page: Any, server: Any) -> None:
     page.goto(f"{server.url}/#/operations/op_DOESNOTEXIST")
     page.wait_for_selector("#detail-missing:not([hidden])")
     assert "no operation" in page.inner_text("#detail-missing").lower()
+
+
+def test_server_restart_mid_operation_resumes_exactly_once(page: Any, server: Any) -> None:
+    op = start(server, **SLOW)
+    page.goto(f"{server.url}/#/operations/{op['id']}")
+    wait_for_seq(page, 8)
+
+    server.restart()  # kill -9 and start again on the same port and database
+    wait_for_status(page, "succeeded")
+    events = assert_exactly_once(page, server, op["id"])
+    assert wait_for_connection(page, "live") == "live"
+    # The worker died with the server: the history says so, and so does the timeline.
+    assert "OperationRetried" in [e["type"] for e in events]

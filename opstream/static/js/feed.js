@@ -47,6 +47,7 @@ export class OperationFeed {
           if (type === "reset") this.reset(data);
         },
         onOpen: () => resolve(),
+        beforeReopen: () => this.checkHead(),
         onState: (state) => this.onState && this.onState(state),
       }).start();
       setTimeout(resolve, OPEN_WAIT_MS); // a slow stream must not keep the list empty
@@ -112,6 +113,19 @@ export class OperationFeed {
 
   get hasMore() {
     return Boolean(this.next);
+  }
+
+  /**
+   * The stream was refused (not merely dropped). If the store is now behind our cursor — a
+   * fresh database behind the same URL — a cursor "in the future" would be refused forever:
+   * start again from the store's head and re-read the list.
+   */
+  async checkHead() {
+    const head = await api.feedHead();
+    if (head !== null && this.position !== null && head < this.position) {
+      this.position = head;
+      await this.reload();
+    }
   }
 
   reset(data) {

@@ -19,6 +19,7 @@ export class ManagedStream {
    * @param {(state: string) => void} [options.onState]  connecting | live | reconnecting | offline | closed
    * @param {(reconnected: boolean) => void} [options.onOpen]
    * @param {() => boolean} [options.shouldReconnect]
+   * @param {() => Promise<void>} [options.beforeReopen]  a chance to fix the cursor first
    */
   constructor(options) {
     this.options = options;
@@ -100,7 +101,16 @@ export class ManagedStream {
         }
         const delay = BACKOFF_MS[Math.min(this.failures, BACKOFF_MS.length - 1)];
         this.failures += 1;
-        this.timer = setTimeout(() => this.open(), delay);
+        this.timer = setTimeout(async () => {
+          if (this.options.beforeReopen) {
+            try {
+              await this.options.beforeReopen();
+            } catch {
+              // reopen anyway; the next failure comes back here
+            }
+          }
+          this.open();
+        }, delay);
       }
       this.setState(this.downState());
     };
