@@ -1,0 +1,119 @@
+"""Durable appends: events/s through the store API by 64 concurrent operations, SQLite WAL,
+``synchronous=FULL``, against stdlib ``sqlite3`` with the same settings, schema and rows:
+(a) one commit per row, (b) 100 rows per commit. Goal: >= 50 % of (b) and >= 20 x (a).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.common import Report, fmt, median, new_dir
+from opstream.events import model as m
+from opstream.events.sqlite import SCHEMA, SQLiteStore
+
+OPERATIONS = 64
+PAD = 64  # bytes of padding in each event's details: a typical progress event's size
+
+
+def _details(i: int) -> dict[str, object]:
+    return {"i": i, "t": time.time_ns(), "pad": "x" * PAD}
+
+
+async def _opstream(path: Path, seconds: float) -> float:
+    store = SQLiteStore(path, synchronous="FULL")
+    await store.open()
+    try:
+        ids = [f"op_BENCH{n:021d}" for n in range(OPERATIONS)]
+        for op in ids:
+            await store.create(op, "bench.ticker", {"count": 1, "rate": 1})
+            await store.append(op, [m.NewEvent(m.OPERATION_STARTED, "started", {"attempt": 1})])
+        done = 0
+        loop = asyncio.get_running_loop()
+        stop_at = loop.time() + seconds
+
+        async def writer(op: str) -> None:
+            nonlocal done
+            i = 0
+            while loop.time() < stop_at:
+                i += 1
+                event = m.NewEvent("BenchTick", "tick", _details(i))
+                await store.append(op, [event])
+                done += 1
+
+        start = loop.time()
+        await asyncio.gather(*(writer(op) for op in ids))
+        return done / (loop.time() - start)
+    finally:
+        await store.close()
+
+
+def _sqlite(path: Path, seconds: float, per_commit: int) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.executescript(SCHEMA)
+    op = "op_BENCH" + "0" * 21
+    sql = (
+        "INSERT INTO events (operation_id, seq, type, kind, message, happened_at, details) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+    seq = done = 0
+    start = time.perf_counter()
+    stop_at = start + seconds
+    while time.perf_counter() < stop_at:
+        rows = []
+        for _ in range(per_commit):
+            seq += 1
+            rows.append(
+                (op, seq, "BenchTick", "bench.ticker", "tick", m.now_ms(),
+                 orjson.dumps(_details(seq)))
+            )  # fmt: skip
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+        done += per_commit
+    rate = done / (time.perf_counter() - start)
+    conn.close()
+    return rate
+
+
+def run(quick: bool = False, repeat: int | None = None) -> Report:
+    import uvloop
+
+    report = Report("appends")
+    repeat = repeat or (2 if quick else 5)
+    seconds = 2.0 if quick else 5.0
+    report.say(
+        f"durable appends: {OPERATIONS} concurrent operations, WAL + synchronous=FULL, "
+        f"{seconds:g} s per run, {repeat} runs"
+    )
+    runs: list[dict[str, float]] = []
+    for n in range(repeat):
+        work = new_dir("appends")
+        single = _sqlite(work / "a.db", seconds, 1)
+        batched = _sqlite(work / "b.db", seconds, 100)
+        ours = uvloop.run(_opstream(work / "o.db", seconds))
+        runs.append({"opstream": ours, "single": single, "batch100": batched})
+        report.say(
+            f"  run {n + 1}: opstream {fmt(ours, 'ev/s')} | "
+            f"sqlite3 1/commit {fmt(single, 'rows/s')}"
+            f" | sqlite3 100/commit {fmt(batched, 'rows/s')} | {ours / single:.1f} x (a), "
+            f"{100 * ours / batched:.0f} % of (b)"
+        )
+    ours = median([r["opstream"] for r in runs])
+    vs_a = median([r["opstream"] / r["single"] for r in runs])
+    vs_b = median([r["opstream"] / r["batch100"] for r in runs])
+    report.data.update(runs=runs, opstream=ours, vs_single=vs_a, vs_batch100=vs_b)
+    report.say(
+        f"  median: opstream {fmt(ours, 'ev/s')}, baseline (a) "
+        f"{fmt(median([r['single'] for r in runs]), 'rows/s')}, (b) "
+        f"{fmt(median([r['batch100'] for r in runs]), 'rows/s')}"
+    )
+    report.verdict("ratio vs (a) one commit per row", vs_a, ">= 20", vs_a >= 20)
+    report.verdict("ratio vs (b) 100 rows per commit", vs_b, ">= 0.5", vs_b >= 0.5)
+    return report
