@@ -402,3 +402,18 @@ def test_server_restart_mid_operation_resumes_exactly_once(page: Any, server: An
     assert wait_for_connection(page, "live") == "live"
     # The worker died with the server: the history says so, and so does the timeline.
     assert "OperationRetried" in [e["type"] for e in events]
+
+
+def test_deleted_operation_says_so_and_keeps_its_history(page: Any, server: Any) -> None:
+    op = start(server, steps=2, intervalMs=0)
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{server.url}/operations/{op['id']}").status_code != 303:
+        assert time.monotonic() < deadline, "the operation did not succeed"
+        time.sleep(0.1)
+    assert httpx.delete(f"{server.url}/operations/{op['id']}").status_code == 204
+    page.goto(f"{server.url}/#/operations/{op['id']}")
+    page.wait_for_selector("#detail-missing:not([hidden])")
+    assert "deleted" in page.inner_text("#detail-missing").lower()
+    assert_exactly_once(page, server, op["id"])
+    assert page.is_disabled("#cancel-button") and page.is_disabled("#delete-button")
+    assert page.is_hidden("#result-card")

@@ -153,8 +153,11 @@ export class DetailView {
   missing(error) {
     if (this.gone) return;
     this.gone = true;
-    if (this.subscription) this.subscription.close();
-    this.onState("idle");
+    if (error.status !== 410) {
+      // Never known. (A deleted one keeps its history: the timeline stays and fills in.)
+      if (this.subscription) this.subscription.close();
+      this.onState("idle");
+    }
     const problem = error.problem || {};
     const title =
       error.status === 410 ? "This operation was deleted or has expired." : "There is no operation with this id.";
@@ -164,7 +167,7 @@ export class DetailView {
       h("p", {}, h("a", { href: "#/" }, "Back to all operations")),
     );
     this.el.missing.hidden = false;
-    this.el.body.hidden = this.count === 0;
+    this.el.body.hidden = error.status !== 410 && this.count === 0;
     this.el.cancel.disabled = true;
     this.el.del.disabled = true;
     this.el.kind.textContent = this.doc ? this.doc.kind : "Operation";
@@ -200,7 +203,7 @@ export class DetailView {
     this.el.bar.setAttribute("aria-valuenow", String(Math.round(pct)));
     this.el.bar.setAttribute("aria-valuetext", `${formatPercent(pct)}, ${STATUS_LABELS[doc.status] || doc.status}`);
     this.el.bar.firstElementChild.style.width = `${pct}%`;
-    this.el.stage.textContent = progress.stage || "";
+    this.el.stage.textContent = isTerminalStatus(doc.status) ? "" : progress.stage || "";
     this.el.message.textContent = progress.message || "";
     if (doc.error) {
       this.el.error.replaceChildren(h("strong", {}, doc.error.type), doc.error.message);

@@ -112,7 +112,7 @@ export class OperationList {
     row.bar.setAttribute("aria-label", `Progress of ${doc.kind} ${shortId(doc.id)}`);
     row.fill.style.width = `${pct}%`;
     row.percent.textContent = formatPercent(pct);
-    row.stage.textContent = progress.stage || "";
+    row.stage.textContent = isTerminalStatus(doc.status) ? "" : progress.stage || "";
     row.msg.textContent = doc.error ? doc.error.message : progress.message || "";
     row.msg.title = row.msg.textContent;
     row.eta.textContent = isTerminalStatus(doc.status) ? "" : formatEta(progress.estimatedTimeRemaining);
