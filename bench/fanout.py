@@ -9,6 +9,8 @@ operation, p50 and p99. Goal: p99 < 10 ms. (The bare app's latency is shown for 
 
 from __future__ import annotations
 
+import time
+
 from bench import sse_load
 from bench.common import (
     Report,
@@ -29,11 +31,12 @@ def _measure(target: str, plan: dict[str, object]) -> dict[str, object]:
     work = new_dir(f"fanout-{target}")
     server = bare_server(work) if target == "bare" else opstream_server(work / "o.db")
     with server:
-        cpu0 = server.cpu_seconds()
+        cpu0, wall0 = server.cpu_seconds(), time.monotonic()
         result: dict[str, object] = remote_result(
             spawn(sse_load.fanout, {**plan, "base": server.url, "target": target}), 600
         )
         result["server_cpu"] = server.cpu_seconds() - cpu0
+        result["wall"] = time.monotonic() - wall0
     return result
 
 
@@ -56,13 +59,16 @@ def run(quick: bool = False, repeat: int | None = None) -> Report:
         for target in ("bare", "operation", "feed"):
             got = _measure(target, plan)
             row[target] = float(got["events_per_s"])  # type: ignore[arg-type]
+            row[f"{target}_cpu"] = float(got["server_cpu"]) / float(got["wall"])  # type: ignore[arg-type]
             if got.get("late"):
                 report.say(f"  ({target}: subscribers connected after the producer began)")
         runs.append(row)
         report.say(
             f"  run {r + 1}: bare {fmt(row['bare'], 'ev/s')} | opstream operation stream "
             f"{fmt(row['operation'], 'ev/s')} ({100 * row['operation'] / row['bare']:.0f} %) | "
-            f"global feed {fmt(row['feed'], 'ev/s')} ({100 * row['feed'] / row['bare']:.0f} %)"
+            f"global feed {fmt(row['feed'], 'ev/s')} ({100 * row['feed'] / row['bare']:.0f} %); "
+            f"server CPU bare {row['bare_cpu']:.0%}, operation {row['operation_cpu']:.0%}, "
+            f"feed {row['feed_cpu']:.0%} of one core"
         )
     op_ratio = median([x["operation"] / x["bare"] for x in runs])
     feed_ratio = median([x["feed"] / x["bare"] for x in runs])
