@@ -506,6 +506,7 @@ class LiveView:
             refresh_per_second=8,
         )
         self.task = self.progress.add_task(operation.id, total=100.0, **self._fields())
+        self._last_note = ""
 
     def __enter__(self) -> LiveView:
         self.console.print(
@@ -531,6 +532,7 @@ class LiveView:
         }
 
     def show(self, event: Event) -> None:
+        self._last_note = ""
         self.state.apply(event)
         moment = datetime.fromtimestamp(event.happened_at / 1000, tz=UTC).astimezone()
         self.progress.console.print(
@@ -547,7 +549,13 @@ class LiveView:
             self.progress.stop_task(self.task)
 
     def note(self, message: str) -> None:
-        self.progress.console.print(Text(message, style="dim italic"))
+        """A reconnection notice: printed once per reason, and the bar says so meanwhile."""
+        text = message.removeprefix(f"operation {self.operation.id}: ")
+        reason = text.rsplit(" in ", 1)[0]
+        if reason != self._last_note:
+            self._last_note = reason
+            self.progress.console.print(Text(text, style="dim italic"))
+        self.progress.update(self.task, status="[yellow]reconnecting[/]")
 
 
 class _NoteHandler(logging.Handler):

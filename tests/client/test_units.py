@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from opstream.app.cli_client import (
+    LiveView,
     UsageError,
     WatchState,
     add_client_commands,
@@ -305,3 +306,17 @@ async def test_watch_raises_at_once_for_an_unknown_operation() -> None:
     async with AsyncClient("http://fake", transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(OperationNotFound, match="does not exist"):
             _ = [e async for e in client.watch("op_x")]
+
+
+def test_live_view_prints_events_and_one_notice_per_reconnection_reason() -> None:
+    out = StringIO()
+    op = Operation.from_json({"id": OP, "kind": "demo.countdown", "status": "running"})
+    view = LiveView(op, Console(file=out, width=120, force_terminal=True))
+    view.show(event(3, "StageStarted", stage="loading"))
+    for delay in ("0.25", "0.50", "1.00"):
+        view.note(f"operation {OP}: connection refused; reconnecting from seq 3 in {delay} s")
+    view.show(event(4, "ProgressUpdated", percent=50.0))
+    text = out.getvalue()
+    assert "StageStarted" in text and "ProgressUpdated" in text
+    assert text.count("connection refused") == 1 and OP + ":" not in text
+    assert view.state.stage == "loading" and view.state.percent == 50.0
