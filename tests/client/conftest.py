@@ -1,6 +1,5 @@
 """Helpers for the client tests: a request recorder, and the CLI run through a pipe or a
-pseudo-terminal. The ``server`` fixture (a real ``opstream serve`` process) is the shared one
-in ``tests/conftest.py``."""
+pseudo-terminal."""
 
 from __future__ import annotations
 
@@ -14,12 +13,11 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import ServerProcess
 
@@ -27,39 +25,10 @@ CLI_TIMEOUT = 60.0
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Server(ServerProcess):
-    """The shared ``ServerProcess``, but closing its log file in this process once the
-    child has it (the shared ``start`` leaves it to the garbage collector, which is a
-    ``ResourceWarning`` and so, under ``filterwarnings = error``, a failed test)."""
-
-    def start(self) -> Server:
-        env = {**os.environ, **self.env}
-        self.log_path = self.log_path or self.database.with_suffix(".log")
-        command = [
-            sys.executable, "-m", "opstream.app.cli", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--database", f"sqlite:///{self.database}",
-        ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_until_up()
-        return self
-
-    def restart(self) -> Server:
-        self.kill()
-        return self.start()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    """A real ``opstream serve`` on a free port and a fresh SQLite file; leases of 2 s so an
-    operation whose worker was killed is retried quickly."""
-    process = Server(database=tmp_path / "opstream.db", env={"OPSTREAM_LEASE_SECONDS": "2"})
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
+# The shared ``server`` fixture (tests/conftest.py) is a real ``opstream serve`` on a free
+# port and a fresh SQLite file, with 2 s leases so that an operation whose worker was killed
+# is retried quickly. ``Server`` is its type, under the name these tests use.
+Server = ServerProcess
 
 
 @dataclass
