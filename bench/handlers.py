@@ -45,13 +45,22 @@ async def ticker(ctx: Context, params: dict[str, Any]) -> dict[str, int]:
 
 HOLD_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"seconds": {"type": "number", "minimum": 0}},
+    "properties": {
+        "seconds": {"type": "number", "minimum": 0},
+        "ticks": {"type": "integer", "minimum": 0, "description": "events to append first"},
+    },
     "required": ["seconds"],
     "additionalProperties": False,
 }
 
 
-@kind("bench.hold", schema=HOLD_SCHEMA, description="Runs for seconds without a word.")
+@kind(
+    "bench.hold",
+    schema=HOLD_SCHEMA,
+    description="Appends ticks events, then runs for seconds without a word.",
+)
 async def hold(ctx: Context, params: dict[str, Any]) -> dict[str, float]:
+    for i in range(1, int(params.get("ticks", 0)) + 1):
+        await ctx.emit("BenchTick", "tick", {"i": i, "t": time.time_ns(), "pad": "x" * 64})
     await asyncio.sleep(float(params["seconds"]))
     return {"seconds": float(params["seconds"])}

@@ -23,6 +23,8 @@ from bench.common import (
     spawn,
 )
 
+HISTORY = 499  # one replay page (catch-up reads pages of 500)
+
 
 def _slope(xs: list[float], ys: list[float]) -> float:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -80,6 +82,20 @@ def run(quick: bool = False, repeat: int | None = None) -> Report:
             f"bare {row['bare_kib']:.1f} KiB/stream, {fmt(row['bare_open'])} open "
             f"(RSS {row['bare_rss_mib']:.0f} MiB)"
         )
+    # A stream that joined late replays the history first; what does it keep once idle?
+    work = new_dir("idle-history")
+    late = max(100, n // 20)
+    with opstream_server(work / "o.db", concurrency=1) as server:
+        params = {"seconds": 3600, "ticks": HISTORY - 2}
+        op = create_operation(server.url, "bench.hold", params)["id"]
+        time.sleep(3)
+        got = _hold(server, f"/operations/{op}/events/stream", late, late // 4, 1.0)
+    history_kib = float(got["per_stream"]) / 1024  # type: ignore[arg-type]
+    report.data["history_kib_per_stream"] = history_kib
+    report.say(
+        f"  idle after replaying a {HISTORY}-event history: {history_kib:.1f} KiB/stream "
+        f"({late} streams)"
+    )
     ours, bare = median([x["operation_kib"] for x in runs]), median([x["bare_kib"] for x in runs])
     held = min(x["operation_open"] for x in runs)
     ratio = median([x["operation_kib"] / x["bare_kib"] for x in runs])

@@ -97,6 +97,21 @@ def run(quick: bool = False, repeat: int | None = None) -> Report:
                 f"{fmt(glob['per_s'], 'ev/s')}) | sqlite3 + orjson {fmt(base, 'ev/s')} | "
                 f"{100 * ours['per_s'] / base:.0f} %"
             )
+        # One page near the end of the long history, by the two routes that can serve it.
+        tail = EVENTS - 200
+        pages = {
+            "GET /operations/{id}/events?after=...": f"/operations/{TEMPLATE}/events?after={tail}",
+            "GET /events?operation={id}&after=...": f"/events?operation={TEMPLATE}&after={tail}",
+        }
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for name, url in pages.items():
+                took = []
+                for _ in range(20):
+                    start = time.perf_counter()
+                    client.get(url + "&limit=100").raise_for_status()
+                    took.append((time.perf_counter() - start) * 1e3)
+                report.data.setdefault("tail_page_ms", {})[name] = median(took)
+                report.say(f"  one page of 100 near the end, {name}: {median(took):.1f} ms")
     ratio = median([x["operation"] / x["baseline"] for x in runs])
     feed_ratio = median([x["feed"] / x["baseline"] for x in runs])
     report.data.update(runs=runs, ratio=ratio, feed_ratio=feed_ratio)
