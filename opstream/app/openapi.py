@@ -166,6 +166,7 @@ PATHS: dict[str, Any] = {
                         "properties": {
                             "items": {"type": "array", "items": OPERATION},
                             "next": {"type": ["string", "null"]},
+                            "position": {"type": "integer"},
                         },
                     },
                     "a page",

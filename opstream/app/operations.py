@@ -216,9 +216,14 @@ async def list_operations(request: Request) -> Response:
     before = request.query_params.get("cursor") or None
     if before is not None and not before.startswith("op_"):
         raise InvalidRequest("cursor must be the next value of a previous page", field="cursor")
+    # The feed position as of this listing: follow /events/stream?after=<position> to keep
+    # the list current without missing or repeating anything.
+    position = await svc.store.head()
     ops = await svc.store.list_operations(status=status, kind=kind, limit=limit, before=before)
     following = ops[-1].id if len(ops) == limit else None
-    return json_response({"items": [operation_document(op) for op in ops], "next": following})
+    # Deleted and expired operations answer 410: they are not listed (a page may run short).
+    items = [operation_document(op) for op in ops if not op.is_gone]
+    return json_response({"items": items, "next": following, "position": position})
 
 
 async def list_kinds(request: Request) -> Response:

@@ -306,3 +306,15 @@ def test_metrics_and_health(client: httpx.Client) -> None:
 def test_the_dashboard_is_served(client: httpx.Client) -> None:
     response = client.get("/")
     assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+
+
+def test_the_list_leaves_out_deleted_operations_and_gives_the_feed_position(
+    client: httpx.Client,
+) -> None:
+    kept, deleted = countdown(client, 1, 0), countdown(client, 1, 0)
+    for operation_id in (kept, deleted):
+        wait_terminal(client, operation_id)
+    assert client.delete(f"/operations/{deleted}").status_code == 204
+    listing = client.get("/operations?kind=demo.countdown").json()
+    assert [op["id"] for op in listing["items"]] == [kept]
+    assert listing["position"] == client.get("/healthz").json()["head"]
