@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,13 +28,15 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """One ``opstream serve`` child process, on its own port and database file."""
+    """One ``opstream serve`` child process, on its own port and database file (or on the
+    database ``database_url`` names, which several servers may share)."""
 
     database: Path
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    database_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -53,7 +56,7 @@ class ServerProcess:
             "--port",
             str(self.port),
             "--database",
-            f"sqlite:///{self.database}",
+            self.database_url or f"sqlite:///{self.database}",
         ]
         with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -96,6 +99,64 @@ class ServerProcess:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@dataclass
+class WorkerProcess:
+    """One ``opstream worker`` child process on ``database_url``."""
+
+    database_url: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    owner: str | None = None  # its lease owner name, read from its log once it is up
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.env}
+        command = [
+            sys.executable, "-m", "opstream.app.cli", "worker",
+            "--database", self.database_url, "--log-level", "info",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log()}")
+            match = re.search(r"worker (worker-\w+) on ", self.log())
+            if match:
+                self.owner = match.group(1)
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"worker did not come up in {STARTUP_TIMEOUT}s: {self.log()}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """``kill -9``: the worker's leases are left to run out."""
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM (resuming it first if it was stopped); its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-8000:]
 
 
 def start_server(tmp_path: Path, **env: str) -> ServerProcess:

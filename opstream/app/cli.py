@@ -73,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _server_flags(worker, http=False)
     worker.set_defaults(func=run_worker)
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or upgrade the database schema, then exit",
+        description="Create or upgrade the database schema (serve and worker also do this "
+        "on start; run it first to keep schema changes out of a rolling restart).",
+    )
+    migrate.add_argument(
+        "--database",
+        default=None,
+        help=f"{HELP['database']} (env OPSTREAM_DATABASE; default {Settings().database})",
+    )
+    migrate.set_defaults(func=run_migrate)
     try:
         from opstream.app.cli_client import add_client_commands
     except ImportError:  # the client commands are optional in a trimmed install
@@ -171,6 +183,30 @@ def run_worker(args: argparse.Namespace) -> int:
     except (ValueError, ImportError) as exc:
         print(f"opstream: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from opstream.app.application import open_store
+    from opstream.events.errors import OpstreamError
+
+    settings = Settings.from_env(database=args.database)
+
+    async def main() -> str:
+        store = open_store(settings)
+        await store.open()
+        try:
+            version = getattr(store, "schema_version", None)
+            return "" if version is None else f" (schema version {await version()})"
+        finally:
+            await store.close()
+
+    try:
+        done = asyncio.run(main())
+    except (ValueError, ImportError, OpstreamError) as exc:
+        print(f"opstream: {exc}", file=sys.stderr)
+        return 1
+    print(f"opstream: the database is up to date{done}", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from opstream.events import model as m
 from opstream.events.errors import LeaseLost, OperationNotFound, SequenceConflict
-from opstream.events.fold import Operation, apply
+from opstream.events.fold import ACTIVE_STATUSES, Operation, apply
 from opstream.events.store import Lease
 
 
@@ -74,3 +74,17 @@ def plan_append(
     if state is None:
         raise ValueError("an append needs at least one event")
     return Plan(state, events)
+
+
+def lease_after(
+    claim: tuple[str, int] | None, current: Current | None, plan: Plan
+) -> tuple[str | None, int | None]:
+    """The lease columns (owner, expiry) after an append: taken by a ``claim``, kept while
+    the operation is active, freed once it is not."""
+    if plan.operation.status not in ACTIVE_STATUSES:
+        return None, None
+    if claim is not None:
+        return claim
+    if current is None:
+        return None, None
+    return current.lease_owner, current.lease_expires_at

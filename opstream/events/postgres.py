@@ -1,0 +1,800 @@
+"""The scale-out event store: PostgreSQL through asyncpg, for many servers and workers.
+
+Like the SQLite store, each process funnels its writes through one writer task, so appends
+that queue up while a commit is in flight share the next transaction (group commit) and the
+process announces its commits in position order. Across processes:
+
+- Positions come from a one-row counter (``opstream_head``) that every appending transaction
+  bumps just before it commits. The row lock serializes position assignment in commit order,
+  so a reader never sees position ``p`` before every position below it is visible: the global
+  feed cannot skip an event that commits late, and ``head()`` is simply the counter.
+- Operation rows are locked (``SELECT ... FOR UPDATE``, in id order, before the counter) while
+  ``plan_append`` decides what the append means; claims and lease recovery take rows with
+  ``FOR UPDATE SKIP LOCKED``, so competing workers never wait on each other.
+- Every appending transaction sends ``NOTIFY``; one ``LISTEN`` connection per process backs
+  ``wait_for_change``. A lost notification only delays: callers poll the head as well.
+- Times (``happenedAt``, lease expiry) come from the database clock, so leases mean the same
+  on every host whatever their clocks say.
+
+The schema is versioned (``opstream_migrations``) and migrated on ``open()`` under a
+transaction-scoped advisory lock, so many processes may start at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+
+from opstream.events import model as m
+from opstream.events.appending import Current, lease_after, plan_append
+from opstream.events.codec import dump_details, dump_operation, load_details, load_operation
+from opstream.events.errors import (
+    LeaseLost,
+    OperationNotFound,
+    OpstreamError,
+    StoreClosed,
+    StoreError,
+)
+from opstream.events.fold import QUEUED, Operation
+from opstream.events.leases import recovery_events
+from opstream.events.store import Appended, CommitListener, Lease, StoredResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# (version, SQL): applied in order, each once, recorded in opstream_migrations. Never edit a
+# released migration; add the next one.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE opstream_head (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            position  bigint NOT NULL
+        );
+        INSERT INTO opstream_head (singleton, position) VALUES (true, 0);
+        CREATE TABLE opstream_operations (
+            id               text PRIMARY KEY,
+            kind             text NOT NULL,
+            status           text NOT NULL,
+            attempt          integer NOT NULL,
+            last_seq         integer NOT NULL,
+            lease_owner      text,
+            lease_expires_at bigint,
+            state            json NOT NULL
+        );
+        CREATE INDEX opstream_operations_by_status ON opstream_operations (status, id);
+        CREATE INDEX opstream_operations_by_kind ON opstream_operations (kind, id);
+        CREATE INDEX opstream_operations_by_lease ON opstream_operations (lease_expires_at)
+            WHERE lease_owner IS NOT NULL;
+        CREATE TABLE opstream_events (
+            position     bigint PRIMARY KEY,
+            operation_id text NOT NULL,
+            seq          integer NOT NULL,
+            type         text NOT NULL,
+            kind         text NOT NULL,
+            message      text NOT NULL,
+            happened_at  bigint NOT NULL,
+            details      json NOT NULL,
+            UNIQUE (operation_id, seq)
+        );
+        CREATE INDEX opstream_events_by_kind ON opstream_events (kind, position);
+        CREATE TABLE opstream_results (
+            operation_id text PRIMARY KEY,
+            content_type text NOT NULL,
+            body         bytea NOT NULL
+        );
+        """,
+    ),
+)
+
+# Advisory lock namespace for migrations ("opst"); the second key is the schema's hash.
+MIGRATION_LOCK = 0x6F707374
+NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details"
+OPERATION_COLUMNS = "id, state, lease_owner, lease_expires_at"
+# Appends waiting beyond this many are left for the next commit, bounding one transaction.
+MAX_BATCH = 2000
+# How often a waiter re-reads the head even without a notification (a lost one only delays).
+FALLBACK_POLL = 2.0
+LISTEN_RETRY_MAX = 5.0
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Errors after which the transaction certainly rolled back, so its appends may be retried.
+RETRYABLE = (asyncpg.PostgresError,)
+
+
+@dataclass(eq=False)
+class _Append:
+    """One caller's append, waiting for the writer to commit it."""
+
+    operation_id: str
+    events: Sequence[m.NewEvent]
+    expected_seq: int | None = None
+    lease: Lease | None = None
+    result: StoredResult | None = None
+    create_kind: str | None = None
+    claim: tuple[str, int] | None = None  # (owner, lease expiry) taken by this append
+    future: asyncio.Future[Appended] = field(default_factory=lambda: _new_future())
+
+
+@dataclass(eq=False)
+class _Task:
+    """Any other write: a function run in a transaction of its own."""
+
+    run: Callable[[Any], Awaitable[Any]]
+    future: asyncio.Future[Any] = field(default_factory=lambda: _new_future())
+
+
+def _new_future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+@contextlib.contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Driver errors become ``StoreError`` at this boundary; ours pass through."""
+    try:
+        yield
+    except OpstreamError:
+        raise
+    except DRIVER_ERRORS as exc:
+        raise StoreError(f"PostgreSQL: {exc}") from exc
+
+
+class PostgresStore:
+    """``EventStore`` on PostgreSQL, shared by any number of processes on any number of hosts.
+
+    ``schema`` (optional) puts the tables in that schema (created if missing) instead of the
+    first one on the connection's ``search_path``; a ``?search_path=...`` in the URL works too.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
+        self.url = url
+        self.schema = schema
+        self.pool_size = pool_size
+        self._pool: Any = None
+        self._listen_conn: Any = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._channel = "opstream"
+        self._changed = asyncio.Event()
+        self._queue: asyncio.Queue[_Append | _Task | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._listeners: list[CommitListener] = []
+
+    # lifecycle
+
+    def _server_settings(self) -> dict[str, str]:
+        settings = {"application_name": "opstream"}
+        if self.schema is not None:
+            settings["search_path"] = _quote_ident(self.schema)
+        return settings
+
+    async def _connect(self) -> Any:
+        return await asyncpg.connect(self.url, server_settings=self._server_settings())
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        with _translate_errors():
+            pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=self.pool_size,
+                server_settings=self._server_settings(),
+            )
+            try:
+                async with pool.acquire() as conn:
+                    schema = await self._migrate(conn)
+                self._channel = f"opstream:{schema}"[:63]
+                self._listen_conn = await self._listen()
+            except BaseException:
+                await pool.close()
+                raise
+        self._pool = pool
+        self._changed = asyncio.Event()
+        self._listen_task = asyncio.create_task(self._listen_forever(), name="opstream-pg-listen")
+        self._writer_task = asyncio.create_task(self._write_loop(), name="opstream-pg-writer")
+
+    async def _migrate(self, conn: Any) -> str:
+        """Bring the schema to the newest version; returns the schema's name."""
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext(current_setting('search_path')))",
+                MIGRATION_LOCK,
+            )
+            if self.schema is not None:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self.schema)}")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS opstream_migrations ("
+                "version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {
+                row[0] for row in await conn.fetch("SELECT version FROM opstream_migrations")
+            }
+            known = {version for version, _ in MIGRATIONS}
+            if applied - known:
+                raise StoreError(
+                    f"the database schema is at version {max(applied)}, newer than this "
+                    f"opstream knows ({max(known)}): upgrade opstream"
+                )
+            for version, sql in MIGRATIONS:
+                if version in applied:
+                    continue
+                log.info("applying schema migration %d", version)
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO opstream_migrations (version) VALUES ($1)", version)
+            schema: str = await conn.fetchval("SELECT current_schema()")
+            return schema
+
+    async def schema_version(self) -> int:
+        """The newest migration applied to the database (for ``opstream migrate``)."""
+        with _translate_errors():
+            version = await self._pool_or_raise().fetchval(
+                "SELECT max(version) FROM opstream_migrations"
+            )
+        return int(version or 0)
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await self._queue.put(None)
+            await self._writer_task
+            self._writer_task = None
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
+            self._listen_task = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(asyncpg.InterfaceError, OSError, TimeoutError):
+                await asyncio.wait_for(pool.close(), 10)
+        self._changed.set()  # nobody may wait on a closed store
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    # cross-process wake-up
+
+    async def _listen(self) -> Any:
+        conn = await self._connect()
+        try:
+            await conn.add_listener(self._channel, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _listen_forever(self) -> None:
+        """Keep one LISTEN connection; after losing it, reconnect and wake every waiter (a
+        notification may have been missed meanwhile)."""
+        delay = 0.1
+        conn, self._listen_conn = self._listen_conn, None
+        while True:
+            if conn is None:
+                try:
+                    conn = await self._listen()
+                except DRIVER_ERRORS as exc:
+                    log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, LISTEN_RETRY_MAX)
+                    continue
+                delay = 0.1
+                self._wake()
+            await _until_closed(conn)
+            log.warning("LISTEN connection lost; reconnecting")
+            conn = None
+
+    async def wait_for_change(self, head: int, max_wait: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        while True:
+            changed = self._changed
+            if await self.head() > head:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, FALLBACK_POLL))
+            except TimeoutError:
+                continue
+            return
+
+    # writes
+
+    async def create(
+        self,
+        operation_id: str,
+        kind: str,
+        params: dict[str, object],
+        *,
+        callback_url: str | None = None,
+    ) -> Appended:
+        details: dict[str, Any] = {"kind": kind, "params": params}
+        if callback_url is not None:
+            details["callbackUrl"] = callback_url
+        queued = m.NewEvent(m.OPERATION_QUEUED, "queued", details)
+        return await self._submit(_Append(operation_id, [queued], create_kind=kind))
+
+    async def append(
+        self,
+        operation_id: str,
+        events: Sequence[m.NewEvent],
+        *,
+        expected_seq: int | None = None,
+        lease: Lease | None = None,
+        result: StoredResult | None = None,
+    ) -> Appended:
+        job = _Append(operation_id, events, expected_seq=expected_seq, lease=lease, result=result)
+        return await self._submit(job)
+
+    async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
+        if not kinds:
+            return None
+
+        async def run(conn: Any) -> Appended | None:
+            row = await conn.fetchrow(
+                f"SELECT {OPERATION_COLUMNS}, {NOW_MS} AS now FROM opstream_operations "
+                "WHERE status = $1 AND kind = ANY($2::text[]) "
+                "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                QUEUED,
+                list(kinds),
+            )
+            if row is None:
+                return None
+            current = _current(row)
+            attempt = current.operation.attempt + 1
+            started = m.NewEvent(m.OPERATION_STARTED, "started", {"attempt": attempt})
+            job = _Append(current.operation.id, [started], claim=(owner, row["now"] + lease_ms))
+            [(_, outcome)] = await self._write_appends(conn, [job], {current.operation.id: current})
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        return await self._run_task(run)
+
+    async def renew(self, lease: Lease, lease_ms: int) -> Operation:
+        # A lone UPDATE that announces nothing: it needs neither the writer nor its queue.
+        with _translate_errors():
+            row = await self._pool_or_raise().fetchrow(
+                f"UPDATE opstream_operations SET lease_expires_at = {NOW_MS} + $1 "
+                "WHERE id = $2 AND lease_owner = $3 AND attempt = $4 RETURNING state",
+                lease_ms,
+                lease.operation_id,
+                lease.owner,
+                lease.attempt,
+            )
+        if row is None:
+            raise LeaseLost(f"operation {lease.operation_id}: lease is no longer held")
+        return load_operation(row[0])
+
+    async def recover(self, max_attempts: int, limit: int = 100) -> list[m.Event]:
+        async def run(conn: Any) -> list[m.Event]:
+            rows = await conn.fetch(
+                f"SELECT {OPERATION_COLUMNS} FROM opstream_operations "
+                f"WHERE lease_owner IS NOT NULL AND lease_expires_at < {NOW_MS} "
+                "ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
+            jobs, currents = [], {}
+            for row in rows:
+                current = _current(row)
+                operation = current.operation
+                currents[operation.id] = current
+                assert current.lease_owner is not None
+                lease = Lease(operation.id, current.lease_owner, operation.attempt)
+                events = recovery_events(operation, max_attempts)
+                jobs.append(_Append(operation.id, events, lease=lease))
+            outcomes = await self._write_appends(conn, jobs, currents)
+            return [
+                event
+                for _, outcome in outcomes
+                if isinstance(outcome, Appended)
+                for event in outcome.events
+            ]
+
+        recovered: list[m.Event] = await self._run_task(run)
+        return recovered
+
+    async def _submit(self, job: _Append) -> Appended:
+        self._check_open()
+        await self._queue.put(job)
+        return await job.future
+
+    async def _run_task(self, run: Callable[[Any], Awaitable[T]]) -> T:
+        self._check_open()
+        task = _Task(run)
+        await self._queue.put(task)
+        result: T = await task.future
+        return result
+
+    def _check_open(self) -> None:
+        if self._writer_task is None or self._writer_task.done():
+            raise StoreClosed("the PostgreSQL store is not open")
+
+    async def _write_loop(self) -> None:
+        """Drain the queue: consecutive appends share one transaction (group commit)."""
+        stopping = False
+        while not stopping:
+            job = await self._queue.get()
+            if job is None:
+                break
+            pending: list[_Append | _Task] = [job]
+            while len(pending) < MAX_BATCH and not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    stopping = True
+                    break
+                pending.append(more)
+            appends: list[_Append] = []
+            for item in pending:
+                if isinstance(item, _Append):
+                    appends.append(item)
+                    continue
+                await self._commit_appends(appends)
+                appends = []
+                await self._commit_task(item)
+            await self._commit_appends(appends)
+
+    async def _commit_appends(self, appends: list[_Append]) -> None:
+        """Write ``appends`` in one transaction; answer callers after COMMIT.
+
+        If the database refuses the batch (a deadlock, a duplicate id created by another
+        process at the same moment), the transaction rolled back, so each append is tried
+        again alone: one bad append does not sink its neighbours.
+        """
+        if not appends:
+            return
+        try:
+            outcomes = await self._in_transaction(
+                lambda conn: self._write_appends(conn, appends, None)
+            )
+        except RETRYABLE as exc:
+            if len(appends) > 1:
+                for job in appends:
+                    await self._commit_appends([job])
+                return
+            _settle(appends[0].future, StoreError(f"append not committed: {exc}"))
+            return
+        except Exception as exc:
+            for job in appends:
+                _settle(job.future, StoreError(f"append not committed: {exc}"))
+            return
+        committed: list[m.Event] = []
+        for job, outcome in outcomes:
+            if isinstance(outcome, Appended):
+                committed.extend(outcome.events)
+            _settle(job.future, outcome)
+        self._announce(committed)
+
+    async def _commit_task(self, task: _Task) -> None:
+        try:
+            with _translate_errors():
+                value = await self._in_transaction(task.run)
+        except Exception as exc:
+            _settle(task.future, exc)
+            return
+        committed: list[m.Event] = []
+        if isinstance(value, Appended):
+            committed.extend(value.events)
+        elif isinstance(value, list):
+            committed.extend(item for item in value if isinstance(item, m.Event))
+        _settle(task.future, value)
+        self._announce(committed)
+
+    async def _in_transaction(self, run: Callable[[Any], Awaitable[T]]) -> T:
+        pool = self._pool_or_raise()
+        async with pool.acquire() as conn, conn.transaction():
+            return await run(conn)
+
+    def _announce(self, events: list[m.Event]) -> None:
+        if not events:
+            return
+        self._wake()
+        events.sort(key=lambda event: event.position)
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:  # a broken listener must not stop the writer
+                log.exception("commit listener failed")
+
+    async def _write_appends(
+        self, conn: Any, jobs: list[_Append], currents: dict[str, Current] | None
+    ) -> list[tuple[_Append, Appended | OpstreamError]]:
+        """Plan and write ``jobs`` inside the open transaction.
+
+        Operation rows are locked first (in id order, so two batches cannot deadlock), then
+        the head counter, which hands out this batch's positions and holds back every other
+        appender until this transaction has committed.
+        """
+        if currents is None:
+            currents = await self._lock_currents(conn, sorted({job.operation_id for job in jobs}))
+        now: int = await conn.fetchval(f"SELECT {NOW_MS}")
+        outcomes: list[tuple[_Append, Appended | OpstreamError]] = []
+        count = 0
+        for job in jobs:
+            current = currents.get(job.operation_id)
+            try:
+                if job.create_kind is not None and current is not None:
+                    raise StoreError(f"operation {job.operation_id} already exists")
+                plan = plan_append(
+                    job.operation_id,
+                    current,
+                    job.events,
+                    first_position=count + 1,  # relative: moved onto the counter below
+                    happened_at=now,
+                    expected_seq=job.expected_seq,
+                    lease=job.lease,
+                    kind=job.create_kind,
+                )
+            except OpstreamError as exc:
+                outcomes.append((job, exc))
+                continue
+            count += len(plan.events)
+            owner, expires = lease_after(job.claim, current, plan)
+            currents[job.operation_id] = Current(plan.operation, owner, expires)
+            outcomes.append((job, Appended(plan.operation, plan.events)))
+        if count == 0:
+            return outcomes
+        head: int = await conn.fetchval(
+            "UPDATE opstream_head SET position = position + $1 RETURNING position", count
+        )
+        offset = head - count
+        placed: list[tuple[_Append, Appended | OpstreamError]] = []
+        events_rows: list[tuple[Any, ...]] = []
+        operation_rows: dict[str, tuple[Any, ...]] = {}
+        result_rows: list[tuple[str, str, bytes]] = []
+        deleted_results: list[tuple[str]] = []
+        for job, outcome in outcomes:
+            if isinstance(outcome, Appended):
+                events = [
+                    dataclasses.replace(e, position=e.position + offset) for e in outcome.events
+                ]
+                outcome = Appended(outcome.operation, events)
+                events_rows.extend(_event_row(event) for event in events)
+                current = currents[job.operation_id]
+                operation_rows[job.operation_id] = _operation_row(
+                    current.operation, current.lease_owner, current.lease_expires_at
+                )
+                if job.result is not None:
+                    result_rows.append((job.operation_id, job.result.content_type, job.result.body))
+                if any(e.type in (m.RESULT_DELETED, m.OPERATION_EXPIRED) for e in events):
+                    deleted_results.append((job.operation_id,))
+            placed.append((job, outcome))
+        await conn.executemany(
+            f"INSERT INTO opstream_events ({EVENT_COLUMNS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            events_rows,
+        )
+        await conn.executemany(
+            "INSERT INTO opstream_operations (id, kind, status, attempt, last_seq, lease_owner, "
+            "lease_expires_at, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+            "attempt = excluded.attempt, last_seq = excluded.last_seq, "
+            "lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at, "
+            "state = excluded.state",
+            list(operation_rows.values()),
+        )
+        if result_rows:
+            await conn.executemany(
+                "INSERT INTO opstream_results (operation_id, content_type, body) "
+                "VALUES ($1, $2, $3) ON CONFLICT (operation_id) DO UPDATE SET "
+                "content_type = excluded.content_type, body = excluded.body",
+                result_rows,
+            )
+        if deleted_results:
+            await conn.executemany(
+                "DELETE FROM opstream_results WHERE operation_id = $1", deleted_results
+            )
+        await conn.execute("SELECT pg_notify($1, $2)", self._channel, str(head))
+        return placed
+
+    async def _lock_currents(self, conn: Any, ids: list[str]) -> dict[str, Current]:
+        rows = await conn.fetch(
+            f"SELECT {OPERATION_COLUMNS} FROM opstream_operations "
+            "WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+            ids,
+        )
+        return {row["id"]: _current(row) for row in rows}
+
+    # reads
+
+    def _pool_or_raise(self) -> Any:
+        if self._pool is None:
+            raise StoreClosed("the PostgreSQL store is not open")
+        return self._pool
+
+    async def get(self, operation_id: str) -> Operation:
+        with _translate_errors():
+            row = await self._pool_or_raise().fetchrow(
+                "SELECT state FROM opstream_operations WHERE id = $1", operation_id
+            )
+        if row is None:
+            raise OperationNotFound(operation_id)
+        return load_operation(row[0])
+
+    async def list_operations(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Operation]:
+        where = _Where()
+        where.equal("status", status)
+        where.equal("kind", kind)
+        if before is not None:
+            where.add("id < {}", before)
+        with _translate_errors():
+            rows = await self._pool_or_raise().fetch(
+                f"SELECT state FROM opstream_operations {where.sql()} "
+                f"ORDER BY id DESC LIMIT {where.param(limit)}",
+                *where.params,
+            )
+        return [load_operation(row[0]) for row in rows]
+
+    async def read(self, operation_id: str, *, after: int = 0, limit: int = 100) -> list[m.Event]:
+        with _translate_errors():
+            rows = await self._pool_or_raise().fetch(
+                f"SELECT {EVENT_COLUMNS} FROM opstream_events "
+                "WHERE operation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                operation_id,
+                after,
+                limit,
+            )
+        return [_event(row) for row in rows]
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        limit: int = 100,
+        kind: str | None = None,
+        operation_id: str | None = None,
+    ) -> list[m.Event]:
+        # Positions become visible in order (see the module docstring), so whatever this
+        # reads after ``after`` has no holes behind it.
+        where = _Where()
+        where.equal("kind", kind)
+        where.equal("operation_id", operation_id)
+        where.add("position > {}", after)
+        if until is not None:
+            where.add("position <= {}", until)
+        with _translate_errors():
+            rows = await self._pool_or_raise().fetch(
+                f"SELECT {EVENT_COLUMNS} FROM opstream_events {where.sql()} "
+                f"ORDER BY position LIMIT {where.param(limit)}",
+                *where.params,
+            )
+        return [_event(row) for row in rows]
+
+    async def head(self) -> int:
+        with _translate_errors():
+            position = await self._pool_or_raise().fetchval("SELECT position FROM opstream_head")
+        return int(position)
+
+    async def get_result(self, operation_id: str) -> StoredResult | None:
+        with _translate_errors():
+            row = await self._pool_or_raise().fetchrow(
+                "SELECT content_type, body FROM opstream_results WHERE operation_id = $1",
+                operation_id,
+            )
+        return None if row is None else StoredResult(row[0], bytes(row[1]))
+
+
+async def _until_closed(conn: Any) -> None:
+    """Wait for the connection to end; if the wait itself ends (close), end the connection."""
+    lost = asyncio.Event()
+    conn.add_termination_listener(lambda _conn: lost.set())
+    try:
+        if not conn.is_closed():
+            await lost.wait()
+    finally:
+        if not conn.is_closed():
+            conn.terminate()
+
+
+class _Where:
+    """A WHERE clause with numbered parameters."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def add(self, template: str, value: Any) -> None:
+        self.clauses.append(template.format(self.param(value)))
+
+    def equal(self, column: str, value: Any) -> None:
+        if value is not None:
+            self.add(column + " = {}", value)
+
+    def sql(self) -> str:
+        return f"WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Answer a waiting caller, unless it stopped waiting (its task was cancelled)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _current(row: Any) -> Current:
+    return Current(load_operation(row["state"]), row["lease_owner"], row["lease_expires_at"])
+
+
+def _event_row(event: m.Event) -> tuple[Any, ...]:
+    return (
+        event.position,
+        event.operation_id,
+        event.seq,
+        event.type,
+        event.kind,
+        event.message,
+        event.happened_at,
+        dump_details(event.details).decode(),
+    )
+
+
+def _event(row: Any) -> m.Event:
+    position, operation_id, seq, type_, kind, message, happened_at, details = row
+    return m.Event(
+        operation_id=operation_id,
+        seq=seq,
+        position=position,
+        type=type_,
+        message=message,
+        happened_at=happened_at,
+        details=load_details(details),
+        kind=kind,
+    )
+
+
+def _operation_row(operation: Operation, owner: str | None, expires: int | None) -> tuple[Any, ...]:
+    return (
+        operation.id,
+        operation.kind,
+        operation.status,
+        operation.attempt,
+        operation.last_seq,
+        owner,
+        expires,
+        dump_operation(operation).decode(),
+    )
+
+
+__all__ = ["MIGRATIONS", "PostgresStore"]
