@@ -5,9 +5,8 @@
 #     export OPSTREAM_TEST_POSTGRES_URL="$(.ci/postgres.sh)"
 #
 # Installs PostgreSQL with apt-get when pg_ctlcluster is missing, creates and starts the
-# cluster when needed, and creates a login role (allowed to create databases: the
-# multi-process tests make one per test) and a database for the tests. Safe to run again and
-# again. Needs root, or passwordless sudo. Progress goes to stderr.
+# cluster when needed, and creates a login role and a database it owns (the tests make a
+# schema of their own in it per test). Safe to run again and again. Needs root, or passwordless sudo. Progress goes to stderr.
 #
 # Environment (all optional):
 #   OPSTREAM_PG_VERSION   major version to use             (default 15)

@@ -35,7 +35,7 @@ def no_postgres(reason: str) -> None:
     """Skip — or, in CI, fail: there the PostgreSQL tests must run."""
     message = (
         f'no PostgreSQL for the tests: {reason}. Run `export {ENV_URL}="$(.ci/postgres.sh)"` '
-        f"or point {ENV_URL} at a database whose role may create schemas and databases"
+        f"or point {ENV_URL} at a database whose role may create schemas"
     )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message + " (CI=true: not skipping)")
