@@ -6,7 +6,8 @@
 #
 # Installs PostgreSQL with apt-get when pg_ctlcluster is missing, creates and starts the
 # cluster when needed, and creates a login role and a database it owns (the tests make a
-# schema of their own in it per test). Safe to run again and again. Needs root, or passwordless sudo. Progress goes to stderr.
+# schema of their own in it per test). Safe to run again and again. Needs root, or
+# passwordless sudo. Progress goes to stderr.
 #
 # Environment (all optional):
 #   OPSTREAM_PG_VERSION   major version to use             (default 15)
