@@ -95,6 +95,9 @@ async def test_events_pages_through_the_whole_history(server: Server) -> None:
         assert events[0].type == "OperationQueued" and events[-1].type == "OperationSucceeded"
         pages = [x for x in transport.exchanges if x.path.endswith("/events")]
         assert len(pages) == math.ceil(final.last_event_seq / 100)
+        transport.exchanges.clear()
+        big = [event async for event in client.events(op.id, page_size=1000)]
+        assert big == events and len(transport.exchanges) == 1
         tail = [event async for event in client.events(op.id, after=final.last_event_seq - 2)]
         assert [e.seq for e in tail] == [final.last_event_seq - 1, final.last_event_seq]
         with pytest.raises(InvalidCursor):

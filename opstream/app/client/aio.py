@@ -49,6 +49,8 @@ LONG_POLL_SECONDS = 30
 MAX_LONG_POLL_SECONDS = 60
 # Gateways answer these while a server restarts: worth retrying for a safe request.
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
+# Catching up reads the store in the largest pages the server gives: fewer round trips.
+REPLAY_PAGE = 1000
 # Used when a status answer carries no ``Retry-After``.
 DEFAULT_POLL_INTERVAL = 1.0
 
@@ -194,10 +196,13 @@ class AsyncClient:
             params["cursor"] = str(cursor)
         return found if limit is None else found[:limit]
 
-    async def events(self, operation_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
+    async def events(
+        self, operation_id: str, after: int = 0, *, page_size: int | None = None
+    ) -> AsyncGenerator[Event, None]:
         """The operation's recorded history after ``after``, oldest first, page after page
-        (``Link: rel="next"``) until the end of what is recorded now."""
-        async with aclosing(self._pages(operation_id, after)) as pages:
+        (``Link: rel="next"``) until the end of what is recorded now. ``page_size`` is
+        the server's ``limit`` (its default is 100, its maximum 1,000)."""
+        async with aclosing(self._pages(operation_id, after, page_size)) as pages:
             async for page in pages:
                 for event in page:
                     yield event
@@ -295,7 +300,7 @@ class AsyncClient:
     ) -> AsyncGenerator[Event, None]:
         """What one connection releases: the store's history after the cursor (while the
         subscribed stream waits in its buffer), then the live frames, merged by ``seq``."""
-        async with aclosing(self._pages(operation_id, buffer.cursor)) as pages:
+        async with aclosing(self._pages(operation_id, buffer.cursor, REPLAY_PAGE)) as pages:
             async for page in pages:
                 for event in buffer.offer_from_store(page):
                     yield event
@@ -311,7 +316,7 @@ class AsyncClient:
                         operation_id,
                         buffer.cursor,
                     )
-                    async for page in self._pages(operation_id, buffer.cursor):
+                    async for page in self._pages(operation_id, buffer.cursor, REPLAY_PAGE):
                         released += buffer.offer_from_store(page)
                 for event in released:
                     yield event
@@ -358,10 +363,13 @@ class AsyncClient:
         return event if event.operation_id == operation_id else None
 
     async def _pages(
-        self, operation_id: str, after: int
+        self, operation_id: str, after: int, page_size: int | None = None
     ) -> AsyncGenerator[builtins.list[Event], None]:
         url: str | httpx.URL = self._operation_url(operation_id) + "/events"
-        params: dict[str, int] | None = {"after": after}
+        first: dict[str, int] = {"after": after}
+        if page_size is not None:
+            first["limit"] = page_size
+        params: dict[str, int] | None = first
         while True:
             response = await self._send("GET", url, params=params, idempotent=True)
             body = response.json()

@@ -109,9 +109,11 @@ class Client:
         """See ``AsyncClient.list``."""
         return self._call(self._async.list(status=status, kind=kind, limit=limit))
 
-    def events(self, operation_id: str, after: int = 0) -> Iterator[Event]:
+    def events(
+        self, operation_id: str, after: int = 0, *, page_size: int | None = None
+    ) -> Iterator[Event]:
         """See ``AsyncClient.events``."""
-        return self._iterate(self._async.events(operation_id, after))
+        return self._iterate(self._async.events(operation_id, after, page_size=page_size))
 
     def watch(self, operation_id: str, after: int = 0) -> Iterator[Event]:
         """See ``AsyncClient.watch``."""
