@@ -41,6 +41,10 @@ class InvalidTransition(OpstreamError):
     """The event is not allowed in the operation's current status (e.g. progress after the end)."""
 
 
+class IdempotencyMismatch(OpstreamError):
+    """An idempotency key was used again with a different request."""
+
+
 class InvalidCursor(OpstreamError):
     """A replay or stream cursor that is not a number, is negative, or lies in the future."""
 

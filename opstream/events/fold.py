@@ -28,8 +28,6 @@ ACTIVE_STATUSES = frozenset({RUNNING, CANCELLING})
 AFTER_TERMINAL_TYPES = frozenset(
     {m.RESULT_DELETED, m.OPERATION_EXPIRED, m.WEBHOOK_DELIVERED, m.WEBHOOK_FAILED}
 )
-# Bookkeeping events that are legal in any status and leave the progress alone.
-NEUTRAL_TYPES = frozenset({m.WEBHOOK_DELIVERED, m.WEBHOOK_FAILED})
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,7 @@ class Operation:
     updated_at: int
     last_seq: int
     callback_url: str | None = None
+    tenant: str = ""
     started_at: int | None = None
     finished_at: int | None = None
     attempt: int = 0
@@ -62,6 +61,9 @@ class Operation:
     deleted: bool = False
     expired: bool = False
     progress_updates: int = 0
+    # When the completion webhook should next be attempted (ms), or None: not due.
+    webhook_due_at: int | None = None
+    webhook_attempts: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -109,6 +111,7 @@ def _queued(event: m.Event) -> Operation:
         kind=str(details.get("kind", event.kind)),
         params=dict(details.get("params") or {}),
         callback_url=details.get("callbackUrl"),
+        tenant=event.tenant,
         status=QUEUED,
         created_at=event.happened_at,
         updated_at=event.happened_at,
@@ -214,7 +217,14 @@ def _finished(
         estimated_time_remaining=None,
         percent=state.progress.percent if percent is None else percent,
     )
-    return replace(state, status=status, finished_at=event.happened_at, progress=progress)
+    due = event.happened_at if state.callback_url else None
+    return replace(
+        state,
+        status=status,
+        finished_at=event.happened_at,
+        progress=progress,
+        webhook_due_at=due,
+    )
 
 
 def _retried(state: Operation, event: m.Event) -> Operation:
@@ -238,8 +248,18 @@ def _expired(state: Operation, event: m.Event) -> Operation:
     return replace(state, expired=True, result_deleted=True)
 
 
-def _neutral(state: Operation, event: m.Event) -> Operation:
-    return state
+def _webhook_delivered(state: Operation, event: m.Event) -> Operation:
+    return replace(state, webhook_due_at=None, webhook_attempts=state.webhook_attempts + 1)
+
+
+def _webhook_failed(state: Operation, event: m.Event) -> Operation:
+    """A failed attempt; ``details.nextAttemptAt`` (ms) schedules the next, absent: give up."""
+    next_at = event.details.get("nextAttemptAt")
+    return replace(
+        state,
+        webhook_due_at=None if next_at is None else int(next_at),
+        webhook_attempts=state.webhook_attempts + 1,
+    )
 
 
 def _custom(state: Operation, event: m.Event) -> Operation:
@@ -259,6 +279,6 @@ _HANDLERS = {
     m.OPERATION_RETRIED: _retried,
     m.RESULT_DELETED: _result_deleted,
     m.OPERATION_EXPIRED: _expired,
-    m.WEBHOOK_DELIVERED: _neutral,
-    m.WEBHOOK_FAILED: _neutral,
+    m.WEBHOOK_DELIVERED: _webhook_delivered,
+    m.WEBHOOK_FAILED: _webhook_failed,
 }

@@ -78,6 +78,9 @@ class Event:
     happened_at: int
     details: dict[str, Any]
     kind: str = ""
+    # The operation's owner. Stored and used for scoping, never shown: each tenant sees only
+    # its own events.
+    tenant: str = ""
 
     @property
     def id(self) -> str:

@@ -36,10 +36,58 @@ class StoredResult:
 
 @dataclass(frozen=True)
 class Appended:
-    """The operation after an append, and the events the append made durable."""
+    """The operation after an append, and the events the append made durable.
+
+    From ``create`` with an idempotency key that was already used for the same request,
+    ``events`` is empty and ``operation`` is the operation that request created."""
 
     operation: Operation
     events: list[Event]
+
+    @property
+    def replayed(self) -> bool:
+        return not self.events
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An ``Idempotency-Key`` and the fingerprint of the request that came with it."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each artifact is kept after its operation finished, in milliseconds."""
+
+    result_ms: int  # then the result is deleted and the operation expires (410)
+    history_ms: int  # then the history is compacted to the terminal event and after
+    tombstone_ms: int  # then the operation is forgotten entirely (404)
+    idempotency_ms: int  # after its creation, a key may be used again
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What one sweep did: events it appended (to announce) and rows it removed."""
+
+    events: list[Event]
+    compacted: int = 0
+    forgotten: int = 0
+    keys: int = 0
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.events or self.compacted or self.forgotten or self.keys)
+
+
+@dataclass(frozen=True)
+class HistoryStart:
+    """Where an operation's kept history begins: ``first_seq`` (1 unless compacted), and
+    the operation as it stood just before that event (``None`` unless compacted)."""
+
+    first_seq: int
+    snapshot: Operation | None
 
 
 class EventStore(Protocol):
@@ -61,8 +109,15 @@ class EventStore(Protocol):
         params: dict[str, object],
         *,
         callback_url: str | None = None,
+        tenant: str = "",
+        idempotency: Idempotency | None = None,
     ) -> Appended:
-        """Start a history with ``OperationQueued``."""
+        """Start a history with ``OperationQueued``, owned by ``tenant``.
+
+        With ``idempotency``, the key is recorded (per tenant) in the same transaction; a key
+        already recorded for the same fingerprint returns that operation instead (an
+        ``Appended`` with no events), for another fingerprint raises ``IdempotencyMismatch``.
+        """
 
     async def append(
         self,
@@ -91,8 +146,10 @@ class EventStore(Protocol):
         kind: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        tenant: str | None = None,
     ) -> list[Operation]:
-        """Operations newest first, optionally only those older than the id ``before``."""
+        """Operations newest first, optionally only those older than the id ``before``
+        (and only ``tenant``'s, when given)."""
 
     async def read(self, operation_id: str, *, after: int = 0, limit: int = 100) -> list[Event]:
         """The operation's events with ``seq > after``, oldest first."""
@@ -105,6 +162,7 @@ class EventStore(Protocol):
         limit: int = 100,
         kind: str | None = None,
         operation_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[Event]:
         """Events of all operations with ``after < position <= until``, in position order."""
 
@@ -127,3 +185,22 @@ class EventStore(Protocol):
 
     async def recover(self, max_attempts: int, limit: int = 100) -> list[Event]:
         """Retry (or, past ``max_attempts``, fail) operations whose lease has expired."""
+
+    async def sweep(self, retention: Retention, limit: int = 100) -> Swept:
+        """One small, deterministic batch of retention work (at most ``limit`` of each kind):
+        expire results (append ``OperationExpired``), compact histories to their terminal
+        event and after (keeping a snapshot of the state before it), forget operations
+        whose tombstone period is over (operation, events, result), forget idempotency keys.
+        """
+
+    async def history_start(self, operation_id: str) -> HistoryStart:
+        """Where the kept history of the operation begins (see ``HistoryStart``)."""
+
+    async def compacted_through(self) -> int:
+        """The highest position ever removed by retention (0 if none): a store-wide cursor
+        below it may have missed events, every event above it is still kept."""
+
+    async def claim_webhooks(self, limit: int, lease_ms: int) -> list[Operation]:
+        """Operations whose webhook delivery is due (``webhook_due_at`` has passed), at most
+        ``limit``; each is held for ``lease_ms`` (its due time moves that far ahead) so that
+        other processes do not deliver it at the same time."""
