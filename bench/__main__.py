@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from bench.common import machine, raise_fd_limit
+from bench.common import REPO, machine, raise_fd_limit
 
 SCENARIOS = {
     "appends": ("bench.appends", "run"),
@@ -27,10 +32,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer repeats")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure")
     parser.add_argument("--seconds", type=float, default=None, help="soak: how long")
+    parser.add_argument(
+        "--at",
+        metavar="REV",
+        help="measure opstream as committed at REV (e.g. HEAD), not the working tree: "
+        "its opstream/ is exported beside a copy of bench/ and run from there",
+    )
     args = parser.parse_args()
+    if args.at:
+        return _rerun_at(args.at)
     raise_fd_limit()
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     print(f"# {machine()}", flush=True)
+    print(f"# opstream: {os.environ.get('OPSTREAM_BENCH_SOURCE') or _source()}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: python -m bench {' '.join(sys.argv[1:])}")
     failed = []
     for name in names:
@@ -47,6 +61,37 @@ def main() -> int:
         path = report.save()
         print(f"  ({name}: {time.monotonic() - started:.0f} s; figures in {path})\n", flush=True)
     return 1 if failed else 0
+
+
+def _git(*argv: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _source() -> str:
+    """Which code is measured: the commit, and whether the tree differs from it."""
+    try:
+        sha = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--", "opstream")
+    except (OSError, subprocess.CalledProcessError):
+        return f"{REPO} (not a git checkout)"
+    return f"working tree at {sha}" + (" with uncommitted changes in opstream/" if dirty else "")
+
+
+def _rerun_at(rev: str) -> int:
+    """Export ``opstream/`` at ``rev`` and this ``bench/`` to a directory; run from there."""
+    sha = _git("rev-parse", "--short", rev)
+    dest = Path(tempfile.mkdtemp(prefix=f"opstream-bench-at-{sha}-"))
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", sha, "opstream"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    shutil.copytree(REPO / "bench", dest / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--at" and sys.argv[i] != "--at"]
+    argv = [a for a in argv if not a.startswith("--at=")]
+    env = {**os.environ, "OPSTREAM_BENCH_SOURCE": f"commit {sha} (--at {rev})"}
+    return subprocess.run([sys.executable, "-m", "bench", *argv], cwd=dest, env=env).returncode
 
 
 if __name__ == "__main__":

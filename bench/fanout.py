@@ -20,7 +20,6 @@ from bench.common import (
     new_dir,
     opstream_server,
     percentile,
-    remote_result,
     spawn,
 )
 
@@ -31,12 +30,18 @@ def _measure(target: str, plan: dict[str, object]) -> dict[str, object]:
     work = new_dir(f"fanout-{target}")
     server = bare_server(work) if target == "bare" else opstream_server(work / "o.db")
     with server:
-        cpu0, wall0 = server.cpu_seconds(), time.monotonic()
-        result: dict[str, object] = remote_result(
-            spawn(sse_load.fanout, {**plan, "base": server.url, "target": target}), 600
-        )
-        result["server_cpu"] = server.cpu_seconds() - cpu0
-        result["wall"] = time.monotonic() - wall0
+        remote = spawn(sse_load.fanout, {**plan, "base": server.url, "target": target})
+        marks = []
+        while True:
+            message = remote.recv(600)
+            if message == "window":  # the measured window opens, then closes
+                marks.append((server.cpu_seconds(), time.monotonic()))
+                continue
+            result: dict[str, object] = message["result"]
+            break
+        remote.join()
+        (cpu0, wall0), (cpu1, wall1) = marks
+        result["server_cpu"], result["wall"] = cpu1 - cpu0, wall1 - wall0
     return result
 
 

@@ -110,10 +110,10 @@ def fanout(conn: Any, plan: dict[str, Any]) -> dict[str, Any]:
     """Subscribe ``n`` streams, start the producer, count events received in a window."""
     import uvloop
 
-    return uvloop.run(_fanout(plan))
+    return uvloop.run(_fanout(plan, conn))
 
 
-async def _fanout(plan: dict[str, Any]) -> dict[str, Any]:
+async def _fanout(plan: dict[str, Any], conn: Any = None) -> dict[str, Any]:
     base, n, target = plan["base"], plan["n"], plan["target"]
     host, port = _split(base)
     totals = Totals()
@@ -145,10 +145,14 @@ async def _fanout(plan: dict[str, Any]) -> dict[str, Any]:
         late = time.time() > start_at
         await asyncio.sleep(max(0.0, start_at - time.time()) + plan["warmup"])
         first, totals.measuring = totals.events, True
+        if conn is not None:
+            conn.send("window")  # the parent reads the server's CPU time now and at the end
         t1 = time.perf_counter()
         await asyncio.sleep(plan["seconds"])
         received = totals.events - first
         elapsed = time.perf_counter() - t1
+        if conn is not None:
+            conn.send("window")
         totals.measuring = False
         for stream in streams:
             stream.close()
