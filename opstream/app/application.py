@@ -33,6 +33,7 @@ from opstream.app.operations import (
 from opstream.app.problems import EXCEPTION_HANDLERS
 from opstream.app.services import Services, services
 from opstream.app.settings import Settings
+from opstream.app.webhooks import WebhookDispatcher
 from opstream.app.worker import Worker
 from opstream.events.fanout import Hub
 from opstream.events.sqlite import SQLiteStore
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
     settings = settings or Settings.from_env()
     store = store or open_store(settings)
     kinds = load_registry(settings)
+    webhooks = WebhookDispatcher(store, settings) if settings.concurrency > 0 else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -127,6 +129,8 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
                 max_attempts=settings.max_attempts,
             )
             tasks.append(asyncio.create_task(worker.run(), name="opstream-worker"))
+        if webhooks is not None:
+            tasks.append(asyncio.create_task(webhooks.run(hub), name="opstream-webhooks"))
         try:
             yield
         finally:

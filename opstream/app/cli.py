@@ -146,6 +146,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from opstream.app.application import load_registry, open_store
+    from opstream.app.webhooks import WebhookDispatcher
     from opstream.app.worker import Worker
     from opstream.events.fanout import Hub
 
@@ -155,6 +156,7 @@ def run_worker(args: argparse.Namespace) -> int:
     async def main() -> None:
         store = open_store(settings)
         kinds = load_registry(settings)
+        webhooks = WebhookDispatcher(store, settings)
         await store.open()
         hub = Hub(store)
         worker = Worker(
@@ -166,6 +168,7 @@ def run_worker(args: argparse.Namespace) -> int:
             max_attempts=settings.max_attempts,
         )
         tasks = [asyncio.create_task(hub.run()), asyncio.create_task(worker.run())]
+        tasks.append(asyncio.create_task(webhooks.run(hub)))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,6 +15,18 @@ from opstream.events.store import EventStore
 EVENTS_APPENDED = Counter("opstream_events_appended", "Events this process made durable", ["type"])
 SUBSCRIBERS = Gauge("opstream_live_subscribers", "Open live subscriptions in this process")
 STORE_HEAD = Gauge("opstream_store_head_position", "Highest position this process has seen")
+WEBHOOK_DELIVERIES = Counter(
+    "opstream_webhook_deliveries",
+    "Webhook attempts by outcome: delivered, failed (to be retried) or given_up",
+    ["outcome"],
+)
+for _outcome in ("delivered", "failed", "given_up"):
+    WEBHOOK_DELIVERIES.labels(_outcome)
+WEBHOOK_LATENCY = Histogram(
+    "opstream_webhook_delivery_seconds",
+    "Duration of webhook attempts, from resolving the host to the response",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 def watch(store: EventStore, hub: Hub) -> None:

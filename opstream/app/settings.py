@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -21,6 +21,13 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     heartbeat_seconds: float = 15.0
     sqlite_synchronous: str = "FULL"
+    webhook_secret: str = field(default="", repr=False)
+    webhook_allow: tuple[str, ...] = ()
+    webhook_max_attempts: int = 8
+    webhook_backoff_seconds: float = 2.0
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_connect_seconds: float = 5.0
+    webhook_timeout_seconds: float = 10.0
     log_level: str = "info"
 
     @classmethod
@@ -47,6 +54,13 @@ HELP = {
     "max_body_bytes": "largest request body accepted",
     "heartbeat_seconds": "seconds between SSE keep-alive comments",
     "sqlite_synchronous": "FULL (survives power loss) or NORMAL (survives a crash)",
+    "webhook_secret": "whsec_<base64> key that signs webhooks (unset: a random one per process)",
+    "webhook_allow": "hosts, *.suffixes, addresses or CIDRs webhooks may reach though not global",
+    "webhook_max_attempts": "webhook attempts before it is given up",
+    "webhook_backoff_seconds": "first webhook retry delay (doubling, with full jitter)",
+    "webhook_backoff_max_seconds": "longest webhook retry delay",
+    "webhook_connect_seconds": "webhook DNS and connect timeout",
+    "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning or error",
 }
 

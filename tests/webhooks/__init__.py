@@ -1,0 +1,1 @@
+"""Webhooks: signing, retries, the SSRF guard, and delivery end to end."""
