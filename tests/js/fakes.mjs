@@ -41,6 +41,12 @@ export class FakeEventSource {
     if (this.onerror) this.onerror({});
   }
 
+  /** The browser gives up, as after a 401 (an expired stream token) or a 204. */
+  refuse() {
+    this.readyState = FakeEventSource.CLOSED;
+    if (this.onerror) this.onerror({});
+  }
+
   static latest(prefix) {
     return [...FakeEventSource.instances].reverse().find((es) => es.url.startsWith(prefix));
   }
@@ -54,16 +60,19 @@ export function installBrowser(routes) {
   globalThis.navigator = { onLine: true };
   globalThis.requestAnimationFrame = (fn) => setTimeout(fn, 0);
   globalThis.fetch = async (url, init = {}) => {
-    requests.push({ url, method: init.method || "GET" });
+    requests.push({ url, method: init.method || "GET", headers: { ...(init.headers || {}) } });
     const parsed = new URL(url, "http://dashboard.test");
     const handler = routes(parsed, init);
-    const { status = 200, body = null } = (await handler) || { status: 404, body: { title: "Not found" } };
+    const answer = (await handler) || { status: 404, body: { title: "Not found" } };
+    const { status = 200, body = null } = answer;
+    const headers = new Map([["content-type", "application/json"]]);
+    for (const [name, value] of Object.entries(answer.headers || {})) headers.set(name.toLowerCase(), value);
     return {
       ok: status >= 200 && status < 300,
       status,
       type: "basic",
       statusText: "",
-      headers: new Map([["content-type", "application/json"]]),
+      headers,
       json: async () => body,
       text: async () => JSON.stringify(body),
     };

@@ -1,11 +1,13 @@
 // The dashboard's entry point: routes (#/ and #/operations/{id}), the connection indicator,
 // keyboard shortcuts, and the wiring between the feed, the list, the form and the detail view.
 
+import { auth } from "./auth.js";
 import { DetailView } from "./detail.js";
 import { frameScheduler } from "./dom.js";
 import { OperationFeed } from "./feed.js";
 import { StartForm } from "./form.js";
 import { OperationList } from "./list.js";
+import { SignIn } from "./signin.js";
 
 const views = {
   list: document.getElementById("view-list"),
@@ -46,6 +48,16 @@ function showConnection() {
 }
 window.addEventListener("online", showConnection);
 window.addEventListener("offline", showConnection);
+
+// ---- signing in (only when the server answers 401) -----------------------------------------
+
+// Signing out, or signing in again after the server stopped accepting the token in use
+// (perhaps as another tenant), starts the page afresh: nothing of the old session stays
+// on screen or in memory. A first sign-in just lets the waiting requests go on.
+const signIn = new SignIn(auth, { onSignedOut: () => location.reload() });
+auth.onChange((type, detail) => {
+  if (type === "signed-in" && detail.reauthenticated) location.reload();
+});
 
 // ---- the parts ----------------------------------------------------------------------------
 
@@ -147,6 +159,7 @@ window.addEventListener("hashchange", route);
 document.addEventListener("keydown", (event) => {
   if (event.defaultPrevented || event.metaKey || event.ctrlKey || event.altKey) return;
   const target = event.target;
+  if (signIn.visible) return; // nothing behind the panel is reachable
   const typing = target.closest && target.closest("input, textarea, select, [contenteditable]");
   if (event.key === "Escape" && currentView === "detail" && !typing) {
     navigate("#/");

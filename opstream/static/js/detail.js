@@ -2,6 +2,7 @@
 // the catch-up subscription. Arrivals are folded at once but drawn once per animation frame.
 
 import * as api from "./api.js";
+import { auth } from "./auth.js";
 import { frameScheduler, h, jsonView, renderBadge, STATUS_LABELS, toast } from "./dom.js";
 import {
   formatBytes,
@@ -72,6 +73,7 @@ export class DetailView {
     this.el.del.addEventListener("click", () => this.remove());
     this.el.resultDelete.addEventListener("click", () => this.removeResult());
     this.el.copy.addEventListener("click", () => this.copyLink());
+    this.el.resultDownload.addEventListener("click", (event) => this.download(event));
     this.el.docDetails.addEventListener("toggle", () => this.renderDocument());
     this.el.timeline.addEventListener(
       "toggle",
@@ -381,6 +383,17 @@ export class DetailView {
       this.render();
     } catch (error) {
       toast(`Could not delete the result: ${error.message}`, { error: true });
+    }
+  }
+
+  /** Signed in, the link alone would go without the token: fetch the result and save that. */
+  async download(event) {
+    if (!auth.token || !this.doc) return; // open mode: the plain link does it
+    event.preventDefault();
+    try {
+      await api.downloadResult(this.doc.id, this.el.resultDownload.getAttribute("download") || this.doc.id);
+    } catch (error) {
+      toast(`Could not download the result: ${error.message}`, { error: true });
     }
   }
 

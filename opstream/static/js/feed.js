@@ -31,6 +31,7 @@ export class OperationFeed {
     this.filling = new Map(); // id -> promise of a gap fill
     this.outside = new Set(); // ids known to be older than the loaded pages
     this.stream = null;
+    this.tokens = api.streamTokens(null);
   }
 
   /** Subscribe to the feed, then read the first page. */
@@ -41,6 +42,7 @@ export class OperationFeed {
     const opened = new Promise((resolve) => {
       this.stream = new ManagedStream({
         url: () => (this.position === null ? "/events/stream" : `/events/stream?after=${this.position}`),
+        tokens: this.tokens, // with authentication on: a feed token in the URL
         types: BUILT_IN_TYPES,
         onEvent: (event) => this.receive(event),
         onControl: (type, data) => {

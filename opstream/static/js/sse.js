@@ -5,6 +5,12 @@
 // proxy): then this wrapper opens a new one from the consumer's own cursor after a backoff.
 // Named events need a listener each (there is no catch-all), so consumers list the types they
 // know; anything else shows up as a hole in `seq` and is read from the store.
+//
+// With authentication on, the URL carries a stream token (never the bearer token): fetched
+// before each open, renewed before it expires by reopening from the cursor, and replaced
+// after the browser gives up (an expired or unknown token answers 401).
+
+import { withStreamToken } from "./tokens.js";
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 const OFFLINE_AFTER_MS = 15000;
@@ -20,6 +26,8 @@ export class ManagedStream {
    * @param {(reconnected: boolean) => void} [options.onOpen]
    * @param {() => boolean} [options.shouldReconnect]
    * @param {() => Promise<void>} [options.beforeReopen]  a chance to fix the cursor first
+   * @param {import("./tokens.js").StreamTokenSource} [options.tokens]  stream tokens for the URL
+   * @param {(error: Error) => void} [options.onRefused]  no stream token for this scope (403/404)
    */
   constructor(options) {
     this.options = options;
@@ -30,6 +38,10 @@ export class ManagedStream {
     this.downSince = null;
     this.timer = null;
     this.stopped = false;
+    this.generation = 0; // bumped by every open/close: a late token answer is dropped
+    this.pendingOpen = false;
+    this.grant = null;
+    this.renewTimer = null;
     this.onOnline = () => this.reopenIfDown();
     this.onOffline = () => this.suspend();
   }
@@ -44,7 +56,10 @@ export class ManagedStream {
 
   close() {
     this.stopped = true;
+    this.generation += 1;
+    this.pendingOpen = false;
     clearTimeout(this.timer);
+    clearTimeout(this.renewTimer);
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
     if (this.source) this.source.close();
@@ -52,12 +67,45 @@ export class ManagedStream {
     this.setState("closed");
   }
 
+  /**
+   * Open (or reopen) the EventSource from the consumer's cursor, with a fresh stream token
+   * when the server wants one. The old source, if any, stays until the new URL is ready, so
+   * a planned renewal costs no gap (the consumer drops what the new one repeats).
+   */
   open() {
     if (this.stopped) return;
     clearTimeout(this.timer);
+    clearTimeout(this.renewTimer);
+    const generation = ++this.generation;
+    const tokens = this.options.tokens;
+    if (!tokens || !tokens.needed) {
+      this.connect(null); // open mode: at once, as a plain EventSource
+      return;
+    }
+    this.pendingOpen = true;
+    tokens.get().then(
+      (grant) => {
+        if (generation !== this.generation || this.stopped) return;
+        this.pendingOpen = false;
+        this.connect(grant);
+      },
+      (error) => {
+        if (generation !== this.generation || this.stopped) return;
+        this.pendingOpen = false;
+        this.tokenRefused(error);
+      },
+    );
+  }
+
+  connect(grant) {
     if (this.source) this.source.close();
-    const source = new EventSource(this.options.url());
+    const source = new EventSource(withStreamToken(this.options.url(), grant));
     this.source = source;
+    this.grant = grant;
+    if (grant) {
+      // Renew before it runs out: the browser's own reconnect would present this URL again.
+      this.renewTimer = setTimeout(() => this.renew(source), this.options.tokens.renewIn(grant));
+    }
     if (this.state === "idle") this.setState("connecting");
     const onFrame = (frame) => {
       if (source !== this.source) return;
@@ -88,32 +136,76 @@ export class ManagedStream {
       this.failures = 0;
       this.downSince = null;
       this.setState("live");
+      if (this.grant && this.options.tokens.isStale(this.grant)) {
+        // The browser came back by itself, but with a token due for renewal: swap it now.
+        clearTimeout(this.renewTimer);
+        this.renewTimer = setTimeout(() => this.renew(source), 0);
+      }
       if (this.options.onOpen) this.options.onOpen(reconnected);
     };
     source.onerror = () => {
-      if (source !== this.source || this.stopped) return;
+      if (source !== this.source || this.stopped || this.pendingOpen) return;
       this.downSince ??= Date.now();
-      if (source.readyState === EventSource.CLOSED) {
-        // The browser gave up; come back from our own cursor unless the consumer is done.
+      // The browser would retry with the same URL; with a token that is (nearly) expired
+      // that can only be refused, so do not wait for the 401: reopen with a fresh one now.
+      const stale = this.grant !== null && this.options.tokens.isStale(this.grant);
+      if (source.readyState === EventSource.CLOSED || stale) {
+        source.close();
+        // The browser gave up (a 401 for an expired token or one a restarted server no longer
+        // knows, a 204 at the end, a 5xx from a proxy): come back from our own cursor with a
+        // new token, unless the consumer is done.
         if (this.options.shouldReconnect && !this.options.shouldReconnect()) {
           this.close();
           return;
         }
-        const delay = BACKOFF_MS[Math.min(this.failures, BACKOFF_MS.length - 1)];
+        if (this.grant) this.options.tokens.invalidate(this.grant);
+        const delay = stale && this.failures === 0 ? 0 : BACKOFF_MS[Math.min(this.failures, BACKOFF_MS.length - 1)];
         this.failures += 1;
-        this.timer = setTimeout(async () => {
-          if (this.options.beforeReopen) {
-            try {
-              await this.options.beforeReopen();
-            } catch {
-              // reopen anyway; the next failure comes back here
-            }
-          }
-          this.open();
-        }, delay);
+        this.scheduleReopen(delay);
       }
       this.setState(this.downState());
     };
+  }
+
+  scheduleReopen(delay) {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(async () => {
+      if (this.options.beforeReopen) {
+        try {
+          await this.options.beforeReopen();
+        } catch {
+          // reopen anyway; the next failure comes back here
+        }
+      }
+      this.open();
+    }, delay);
+  }
+
+  /** The stream token is due: swap the open stream for one with a fresh token. */
+  renew(source) {
+    if (this.stopped || source !== this.source) return;
+    if (this.options.shouldReconnect && !this.options.shouldReconnect()) return;
+    if (source.readyState === EventSource.OPEN) this.open();
+    // Not open: the error path reopens it (with a fresh token) when the browser reports.
+  }
+
+  /**
+   * POST /stream-tokens failed. A 401 never gets here (the request waits for a sign-in);
+   * 403/404/410 mean this stream is not ours to read: stop and say so. Anything else
+   * (offline, a 5xx) is retried after a backoff like a dropped stream.
+   */
+  tokenRefused(error) {
+    const status = error && error.status;
+    if (status === 403 || status === 404 || status === 410) {
+      this.close();
+      if (this.options.onRefused) this.options.onRefused(error);
+      return;
+    }
+    this.downSince ??= Date.now();
+    const delay = BACKOFF_MS[Math.min(this.failures, BACKOFF_MS.length - 1)];
+    this.failures += 1;
+    this.scheduleReopen(delay);
+    this.setState(this.downState());
   }
 
   downState() {
@@ -129,6 +221,9 @@ export class ManagedStream {
   suspend() {
     if (this.stopped) return;
     clearTimeout(this.timer);
+    clearTimeout(this.renewTimer);
+    this.generation += 1;
+    this.pendingOpen = false;
     if (this.source) this.source.close();
     this.source = null;
     this.downSince ??= Date.now();
@@ -138,6 +233,7 @@ export class ManagedStream {
   /** Back online: do not wait for the browser's retry timer. */
   reopenIfDown() {
     if (this.stopped) return;
+    if (this.pendingOpen) return; // already on its way
     if (!this.source || this.source.readyState !== EventSource.OPEN) {
       this.setState("reconnecting");
       this.open();

@@ -3,7 +3,7 @@
 // duplicates, render in order, stop at the terminal event. Any hole — a reconnect, an event
 // type we had no listener for, a dropped frame — is filled from the store, never skipped.
 
-import { operationEvents } from "./api.js";
+import { operationEvents, streamTokens } from "./api.js";
 import { BUILT_IN_TYPES, SeqMerger, isTerminalEvent } from "./merge.js";
 import { ManagedStream } from "./sse.js";
 
@@ -17,11 +17,11 @@ const RETRY_MS = [500, 1000, 2000, 5000, 10000];
  * @param {(doc: object) => void} [handlers.onSnapshot]    history before doc.lastEventSeq is gone
  * @param {(firstSeq: number) => void} [handlers.onTrimmed] the store starts at firstSeq
  * @param {(state: string) => void} [handlers.onState]
- * @param {(error: Error) => void} [handlers.onError]      404 / 410: stop
+ * @param {(error: Error) => void} [handlers.onError]      404 / 410 / 403: stop
  * @param {(event: object) => void} [handlers.onTerminal]
  * @returns {{close: () => void, cursor: () => number}}
  */
-export function subscribeOperation(id, handlers, { after = 0 } = {}) {
+export function subscribeOperation(id, handlers, { after = 0, tokens = streamTokens(id) } = {}) {
   const merger = new SeqMerger(after);
   let done = false;
   let closed = false;
@@ -33,6 +33,7 @@ export function subscribeOperation(id, handlers, { after = 0 } = {}) {
   const path = `/operations/${encodeURIComponent(id)}/events/stream`;
   const stream = new ManagedStream({
     url: () => `${path}?after=${merger.cursor}`,
+    tokens, // with authentication on: a stream token for this operation in the URL
     types: BUILT_IN_TYPES,
     onEvent: (event) => offer([event]),
     onControl: (type, data) => {
@@ -47,6 +48,13 @@ export function subscribeOperation(id, handlers, { after = 0 } = {}) {
     },
     onState: (state) => handlers.onState && handlers.onState(done ? "done" : state),
     shouldReconnect: () => !done && !closed,
+    onRefused: (error) => {
+      // No stream token for this operation: it is not there for us (404/410) or out of scope.
+      if (error.status === 410) return; // a deleted one keeps its history: replay carries on
+      if (closed || done) return;
+      done = true;
+      if (handlers.onError) handlers.onError(error);
+    },
   });
 
   function release(events) {
