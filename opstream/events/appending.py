@@ -11,9 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opstream.events import model as m
-from opstream.events.errors import LeaseLost, OperationNotFound, SequenceConflict
+from opstream.events.errors import (
+    IdempotencyMismatch,
+    LeaseLost,
+    OperationNotFound,
+    SequenceConflict,
+)
 from opstream.events.fold import ACTIVE_STATUSES, Operation, apply
-from opstream.events.store import Lease
+from opstream.events.store import Idempotency, Lease
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,13 @@ def plan_append(
     expected_seq: int | None = None,
     lease: Lease | None = None,
     kind: str | None = None,
+    tenant: str = "",
 ) -> Plan:
     """The events to write (numbered from the operation's last seq and ``first_position``)
-    and the operation after them. Raises instead of planning a write that must not happen."""
+    and the operation after them. Raises instead of planning a write that must not happen.
+
+    ``kind`` and ``tenant`` are a new operation's (``kind`` given means: create); the events
+    of an existing operation carry the kind and tenant it was created with."""
     if current is None and kind is None:
         raise OperationNotFound(operation_id)
     last_seq = 0 if current is None else current.operation.last_seq
@@ -56,6 +65,7 @@ def plan_append(
         if not held:
             raise LeaseLost(f"operation {operation_id}: lease of attempt {lease.attempt} is lost")
     event_kind = kind if current is None else current.operation.kind
+    event_tenant = tenant if current is None else current.operation.tenant
     state = None if current is None else current.operation
     events: list[m.Event] = []
     for offset, new in enumerate(new_events):
@@ -68,6 +78,7 @@ def plan_append(
             happened_at=happened_at,
             details=new.details,
             kind=event_kind or "",
+            tenant=event_tenant,
         )
         state = apply(state, event)
         events.append(event)
@@ -88,3 +99,60 @@ def lease_after(
     if current is None:
         return None, None
     return current.lease_owner, current.lease_expires_at
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """An idempotency key as a store has it, with its operation (``None``: no longer there)."""
+
+    fingerprint: str
+    operation_id: str
+    operation: Operation | None
+
+
+class KeyBook:
+    """The idempotency keys of one batch of creates: those already stored (looked up for the
+    whole batch at once) and those the batch records, so that two creates with one key in one
+    batch resolve to one operation."""
+
+    def __init__(self, stored: dict[tuple[str, str], StoredKey]) -> None:
+        self._keys = dict(stored)
+        self.recorded: list[tuple[str, str, str, str]] = []  # tenant, key, fingerprint, op id
+        self.stale: list[tuple[str, str]] = []  # stored keys whose operation is gone
+
+    def replay(
+        self, tenant: str, idempotency: Idempotency, currents: dict[str, Current]
+    ) -> Operation | None:
+        """The operation an earlier request with this key created, or ``None`` if the key is
+        new. Raises ``IdempotencyMismatch`` when the key came with another request."""
+        known = self._keys.get((tenant, idempotency.key))
+        if known is None:
+            return None
+        if known.fingerprint != idempotency.fingerprint:
+            raise IdempotencyMismatch(
+                f"idempotency key {idempotency.key!r} was used with a different request"
+            )
+        current = currents.get(known.operation_id)
+        operation = current.operation if current is not None else known.operation
+        if operation is None:  # its operation was removed behind the key's back: reuse it
+            del self._keys[(tenant, idempotency.key)]
+            self.stale.append((tenant, idempotency.key))
+        return operation
+
+    def record(self, tenant: str, idempotency: Idempotency, operation_id: str) -> None:
+        self._keys[(tenant, idempotency.key)] = StoredKey(
+            idempotency.fingerprint, operation_id, None
+        )
+        self.recorded.append((tenant, idempotency.key, idempotency.fingerprint, operation_id))
+
+
+def compaction(events: Sequence[m.Event]) -> tuple[int, Operation | None]:
+    """For a finished operation's whole history (oldest first): the seq of its terminal
+    event, and the operation as it stood just before it (the fold of what compaction
+    removes). ``(1, None)`` when there is no terminal event: nothing to compact."""
+    state: Operation | None = None
+    for event in events:
+        if event.is_terminal:
+            return event.seq, state
+        state = apply(state, event)
+    return 1, None

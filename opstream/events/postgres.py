@@ -33,7 +33,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from opstream.events import model as m
-from opstream.events.appending import Current, lease_after, plan_append
+from opstream.events.appending import (
+    Current,
+    KeyBook,
+    StoredKey,
+    compaction,
+    lease_after,
+    plan_append,
+)
 from opstream.events.codec import dump_details, dump_operation, load_details, load_operation
 from opstream.events.errors import (
     LeaseLost,
@@ -44,7 +51,16 @@ from opstream.events.errors import (
 )
 from opstream.events.fold import QUEUED, Operation
 from opstream.events.leases import recovery_events
-from opstream.events.store import Appended, CommitListener, Lease, StoredResult
+from opstream.events.store import (
+    Appended,
+    CommitListener,
+    HistoryStart,
+    Idempotency,
+    Lease,
+    Retention,
+    StoredResult,
+    Swept,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,12 +109,58 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        # Tenants, idempotency keys, retention and webhook bookkeeping (issue 8). The new
+        # operations columns mirror the projection (``state``) for the sweeper's and the
+        # webhook claimer's indexes; first_seq/snapshot record a compacted history.
+        """
+        ALTER TABLE opstream_operations
+            ADD COLUMN tenant         text NOT NULL DEFAULT '',
+            ADD COLUMN finished_at    bigint,
+            ADD COLUMN expired        boolean NOT NULL DEFAULT false,
+            ADD COLUMN webhook_due_at bigint,
+            ADD COLUMN first_seq      integer NOT NULL DEFAULT 1,
+            ADD COLUMN snapshot       json;
+        UPDATE opstream_operations SET
+            tenant = coalesce(state->>'tenant', ''),
+            finished_at = (state->>'finished_at')::bigint,
+            expired = coalesce((state->>'expired')::boolean, false),
+            webhook_due_at = (state->>'webhook_due_at')::bigint;
+        CREATE INDEX opstream_operations_by_tenant ON opstream_operations (tenant, id);
+        CREATE INDEX opstream_operations_by_finish ON opstream_operations (finished_at, id)
+            WHERE finished_at IS NOT NULL;
+        CREATE INDEX opstream_operations_to_expire ON opstream_operations (finished_at, id)
+            WHERE finished_at IS NOT NULL AND NOT expired;
+        CREATE INDEX opstream_operations_to_compact ON opstream_operations (finished_at, id)
+            WHERE finished_at IS NOT NULL AND first_seq = 1;
+        CREATE INDEX opstream_operations_by_webhook ON opstream_operations (webhook_due_at, id)
+            WHERE webhook_due_at IS NOT NULL;
+        ALTER TABLE opstream_events ADD COLUMN tenant text NOT NULL DEFAULT '';
+        CREATE INDEX opstream_events_by_tenant ON opstream_events (tenant, position);
+        CREATE TABLE opstream_idempotency (
+            tenant       text NOT NULL,
+            key          text NOT NULL,
+            fingerprint  text NOT NULL,
+            operation_id text NOT NULL,
+            created_at   bigint NOT NULL,
+            PRIMARY KEY (tenant, key)
+        );
+        CREATE INDEX opstream_idempotency_by_age ON opstream_idempotency (created_at);
+        CREATE INDEX opstream_idempotency_by_operation ON opstream_idempotency (operation_id);
+        CREATE TABLE opstream_meta (
+            singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            compacted_through bigint NOT NULL
+        );
+        INSERT INTO opstream_meta (singleton, compacted_through) VALUES (true, 0);
+        """,
+    ),
 )
 
 # Advisory lock namespace for migrations ("opst"); the second key is the schema's hash.
 MIGRATION_LOCK = 0x6F707374
 NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details"
+EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details, tenant"
 OPERATION_COLUMNS = "id, state, lease_owner, lease_expires_at"
 # Appends waiting beyond this many are left for the next commit, bounding one transaction.
 MAX_BATCH = 2000
@@ -120,6 +182,8 @@ class _Append:
     lease: Lease | None = None
     result: StoredResult | None = None
     create_kind: str | None = None
+    tenant: str = ""  # a create's
+    idempotency: Idempotency | None = None  # a create's
     claim: tuple[str, int] | None = None  # (owner, lease expiry) taken by this append
     future: asyncio.Future[Appended] = field(default_factory=lambda: _new_future())
 
@@ -330,12 +394,17 @@ class PostgresStore:
         params: dict[str, object],
         *,
         callback_url: str | None = None,
+        tenant: str = "",
+        idempotency: Idempotency | None = None,
     ) -> Appended:
         details: dict[str, Any] = {"kind": kind, "params": params}
         if callback_url is not None:
             details["callbackUrl"] = callback_url
         queued = m.NewEvent(m.OPERATION_QUEUED, "queued", details)
-        return await self._submit(_Append(operation_id, [queued], create_kind=kind))
+        job = _Append(
+            operation_id, [queued], create_kind=kind, tenant=tenant, idempotency=idempotency
+        )
+        return await self._submit(job)
 
     async def append(
         self,
@@ -417,6 +486,137 @@ class PostgresStore:
         recovered: list[m.Event] = await self._run_task(run)
         return recovered
 
+    async def claim_webhooks(self, limit: int, lease_ms: int) -> list[Operation]:
+        """The due operations, as ``get`` answers them (their ``webhook_due_at`` is the due
+        time of the history, not the lease: the lease lives in the index column only)."""
+        # A lone UPDATE that announces nothing: it needs neither the writer nor its queue.
+        with _translate_errors():
+            rows = await self._pool_or_raise().fetch(
+                f"UPDATE opstream_operations o SET webhook_due_at = {NOW_MS} + $2 "
+                "FROM (SELECT id, webhook_due_at FROM opstream_operations "
+                f"WHERE webhook_due_at IS NOT NULL AND webhook_due_at <= {NOW_MS} "
+                "ORDER BY webhook_due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) due "
+                "WHERE o.id = due.id RETURNING o.id, due.webhook_due_at AS due, o.state",
+                limit,
+                lease_ms,
+            )
+        rows = sorted(rows, key=lambda row: (row["due"], row["id"]))
+        return [load_operation(row["state"]) for row in rows]
+
+    async def sweep(self, retention: Retention, limit: int = 100) -> Swept:
+        """At most ``limit`` operations per step, oldest first, rows taken with ``SKIP
+        LOCKED`` so that sweepers in several processes share the work. Expiry runs in a
+        transaction of its own (it appends, and holds the head counter while it does); the
+        removals in a second one. The ``OperationExpired`` events are announced to the
+        listeners like every append (callers must not announce ``Swept.events`` again)."""
+        expired = await self._run_task(lambda conn: self._expire(conn, retention, limit))
+        with _translate_errors():
+            removed = await self._in_transaction(lambda conn: self._remove(conn, retention, limit))
+        return dataclasses.replace(removed, events=expired.events)
+
+    async def _expire(self, conn: Any, retention: Retention, limit: int) -> Swept:
+        """Step 1: ``OperationExpired`` for finished operations past the result period."""
+        rows = await conn.fetch(
+            f"SELECT {OPERATION_COLUMNS} FROM opstream_operations "
+            "WHERE finished_at IS NOT NULL AND NOT expired "
+            f"AND finished_at <= {NOW_MS} - $1 "
+            "ORDER BY finished_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            retention.result_ms,
+            limit,
+        )
+        jobs, currents = [], {}
+        for row in rows:
+            current = _current(row)
+            currents[current.operation.id] = current
+            expired = m.NewEvent(m.OPERATION_EXPIRED, "expired: the retention period is over")
+            jobs.append(_Append(current.operation.id, [expired]))
+        outcomes = await self._write_appends(conn, jobs, currents)
+        events: list[m.Event] = []
+        for job, outcome in outcomes:
+            if isinstance(outcome, OpstreamError):  # cannot happen to a finished operation
+                log.warning("could not expire %s: %s", job.operation_id, outcome)
+                continue
+            events.extend(outcome.events)
+        return Swept(events)
+
+    async def _remove(self, conn: Any, retention: Retention, limit: int) -> Swept:
+        """Steps 2 to 4: compact histories, forget operations, forget idempotency keys."""
+        now: int = await conn.fetchval(f"SELECT {NOW_MS}")
+        removed = 0
+        # Step 2: drop the events before the terminal one, keeping their fold as the snapshot.
+        compact = await conn.fetch(
+            "SELECT id FROM opstream_operations "
+            "WHERE finished_at IS NOT NULL AND first_seq = 1 AND finished_at <= $1 "
+            "ORDER BY finished_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now - retention.history_ms,
+            limit,
+        )
+        for (operation_id,) in compact:
+            history = await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM opstream_events WHERE operation_id = $1 ORDER BY seq",
+                operation_id,
+            )
+            first_seq, snapshot = compaction([_event(row) for row in history])
+            if snapshot is None:  # no terminal event (cannot happen): nothing to compact
+                log.warning("operation %s: finished without a terminal event", operation_id)
+                continue
+            gone = await conn.fetchval(
+                "WITH gone AS (DELETE FROM opstream_events WHERE operation_id = $1 AND seq < $2 "
+                "RETURNING position) SELECT max(position) FROM gone",
+                operation_id,
+                first_seq,
+            )
+            removed = max(removed, gone or 0)
+            await conn.execute(
+                "UPDATE opstream_operations SET first_seq = $1, snapshot = $2 WHERE id = $3",
+                first_seq,
+                dump_operation(snapshot).decode(),
+                operation_id,
+            )
+        # Step 3: forget operations past the tombstone period, with all they left behind.
+        forget = [
+            row[0]
+            for row in await conn.fetch(
+                "SELECT id FROM opstream_operations "
+                "WHERE finished_at IS NOT NULL AND finished_at <= $1 "
+                "ORDER BY finished_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                now - retention.tombstone_ms,
+                limit,
+            )
+        ]
+        keys = 0
+        if forget:
+            gone = await conn.fetchval(
+                "WITH gone AS (DELETE FROM opstream_events WHERE operation_id = ANY($1::text[]) "
+                "RETURNING position) SELECT max(position) FROM gone",
+                forget,
+            )
+            removed = max(removed, gone or 0)
+            await conn.execute(
+                "DELETE FROM opstream_results WHERE operation_id = ANY($1::text[])", forget
+            )
+            keys += await conn.fetchval(
+                "WITH gone AS (DELETE FROM opstream_idempotency "
+                "WHERE operation_id = ANY($1::text[]) RETURNING 1) SELECT count(*) FROM gone",
+                forget,
+            )
+            await conn.execute("DELETE FROM opstream_operations WHERE id = ANY($1::text[])", forget)
+        # Step 4: idempotency keys past their period.
+        keys += await conn.fetchval(
+            "WITH gone AS (DELETE FROM opstream_idempotency WHERE (tenant, key) IN ("
+            "SELECT tenant, key FROM opstream_idempotency WHERE created_at <= $1 "
+            "ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1) "
+            "SELECT count(*) FROM gone",
+            now - retention.idempotency_ms,
+            limit,
+        )
+        if removed:
+            await conn.execute(
+                "UPDATE opstream_meta SET compacted_through = greatest(compacted_through, $1)",
+                removed,
+            )
+        return Swept([], compacted=len(compact), forgotten=len(forget), keys=keys)
+
     async def _submit(self, job: _Append) -> Appended:
         self._check_open()
         await self._queue.put(job)
@@ -496,7 +696,7 @@ class PostgresStore:
             _settle(task.future, exc)
             return
         committed: list[m.Event] = []
-        if isinstance(value, Appended):
+        if isinstance(value, Appended | Swept):
             committed.extend(value.events)
         elif isinstance(value, list):
             committed.extend(item for item in value if isinstance(item, m.Event))
@@ -530,12 +730,19 @@ class PostgresStore:
         """
         if currents is None:
             currents = await self._lock_currents(conn, sorted({job.operation_id for job in jobs}))
+        keys = KeyBook(await self._load_keys(conn, jobs))
         now: int = await conn.fetchval(f"SELECT {NOW_MS}")
         outcomes: list[tuple[_Append, Appended | OpstreamError]] = []
+        due_changed: dict[str, bool] = {}
         count = 0
         for job in jobs:
             current = currents.get(job.operation_id)
             try:
+                if job.create_kind is not None and job.idempotency is not None:
+                    replayed = keys.replay(job.tenant, job.idempotency, currents)
+                    if replayed is not None:
+                        outcomes.append((job, Appended(replayed, [])))
+                        continue
                 if job.create_kind is not None and current is not None:
                     raise StoreError(f"operation {job.operation_id} already exists")
                 plan = plan_append(
@@ -547,11 +754,17 @@ class PostgresStore:
                     expected_seq=job.expected_seq,
                     lease=job.lease,
                     kind=job.create_kind,
+                    tenant=job.tenant,
                 )
             except OpstreamError as exc:
                 outcomes.append((job, exc))
                 continue
+            if job.create_kind is not None and job.idempotency is not None:
+                keys.record(job.tenant, job.idempotency, job.operation_id)
             count += len(plan.events)
+            due_changed[job.operation_id] = due_changed.get(job.operation_id, False) or (
+                current is None or current.operation.webhook_due_at != plan.operation.webhook_due_at
+            )
             owner, expires = lease_after(job.claim, current, plan)
             currents[job.operation_id] = Current(plan.operation, owner, expires)
             outcomes.append((job, Appended(plan.operation, plan.events)))
@@ -567,7 +780,7 @@ class PostgresStore:
         result_rows: list[tuple[str, str, bytes]] = []
         deleted_results: list[tuple[str]] = []
         for job, outcome in outcomes:
-            if isinstance(outcome, Appended):
+            if isinstance(outcome, Appended) and outcome.events:
                 events = [
                     dataclasses.replace(e, position=e.position + offset) for e in outcome.events
                 ]
@@ -575,7 +788,10 @@ class PostgresStore:
                 events_rows.extend(_event_row(event) for event in events)
                 current = currents[job.operation_id]
                 operation_rows[job.operation_id] = _operation_row(
-                    current.operation, current.lease_owner, current.lease_expires_at
+                    current.operation,
+                    current.lease_owner,
+                    current.lease_expires_at,
+                    due_changed[job.operation_id],
                 )
                 if job.result is not None:
                     result_rows.append((job.operation_id, job.result.content_type, job.result.body))
@@ -584,18 +800,37 @@ class PostgresStore:
             placed.append((job, outcome))
         await conn.executemany(
             f"INSERT INTO opstream_events ({EVENT_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             events_rows,
         )
+        # webhook_due_at follows the projection only when an append changes it, so that the
+        # lease claim_webhooks puts on it survives unrelated appends.
         await conn.executemany(
             "INSERT INTO opstream_operations (id, kind, status, attempt, last_seq, lease_owner, "
-            "lease_expires_at, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "lease_expires_at, state, tenant, finished_at, expired, webhook_due_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
             "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
             "attempt = excluded.attempt, last_seq = excluded.last_seq, "
             "lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at, "
-            "state = excluded.state",
+            "state = excluded.state, finished_at = excluded.finished_at, "
+            "expired = excluded.expired, webhook_due_at = CASE WHEN $13::boolean "
+            "THEN excluded.webhook_due_at ELSE opstream_operations.webhook_due_at END",
             list(operation_rows.values()),
         )
+        if keys.stale:
+            await conn.executemany(
+                "DELETE FROM opstream_idempotency WHERE tenant = $1 AND key = $2", keys.stale
+            )
+        if keys.recorded:
+            # In key order, so that two batches cannot deadlock on each other's keys; a key
+            # that another process recorded meanwhile fails the batch, and the retry of each
+            # append alone then finds it.
+            await conn.executemany(
+                "INSERT INTO opstream_idempotency "
+                "(tenant, key, fingerprint, operation_id, created_at) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                sorted((*row, now) for row in keys.recorded),
+            )
         if result_rows:
             await conn.executemany(
                 "INSERT INTO opstream_results (operation_id, content_type, body) "
@@ -609,6 +844,30 @@ class PostgresStore:
             )
         await conn.execute("SELECT pg_notify($1, $2)", self._channel, str(head))
         return placed
+
+    async def _load_keys(self, conn: Any, jobs: list[_Append]) -> dict[tuple[str, str], StoredKey]:
+        """The stored idempotency keys that the creates among ``jobs`` come with."""
+        wanted = sorted(
+            {(j.tenant, j.idempotency.key) for j in jobs if j.idempotency and j.create_kind}
+        )
+        if not wanted:
+            return {}
+        rows = await conn.fetch(
+            "SELECT i.tenant, i.key, i.fingerprint, i.operation_id, o.state "
+            "FROM opstream_idempotency i LEFT JOIN opstream_operations o "
+            "ON o.id = i.operation_id "
+            "WHERE (i.tenant, i.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [tenant for tenant, _ in wanted],
+            [key for _, key in wanted],
+        )
+        return {
+            (row["tenant"], row["key"]): StoredKey(
+                row["fingerprint"],
+                row["operation_id"],
+                None if row["state"] is None else load_operation(row["state"]),
+            )
+            for row in rows
+        }
 
     async def _lock_currents(self, conn: Any, ids: list[str]) -> dict[str, Current]:
         rows = await conn.fetch(
@@ -641,10 +900,12 @@ class PostgresStore:
         kind: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        tenant: str | None = None,
     ) -> list[Operation]:
         where = _Where()
         where.equal("status", status)
         where.equal("kind", kind)
+        where.equal("tenant", tenant)
         if before is not None:
             where.add("id < {}", before)
         with _translate_errors():
@@ -674,12 +935,14 @@ class PostgresStore:
         limit: int = 100,
         kind: str | None = None,
         operation_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[m.Event]:
         # Positions become visible in order (see the module docstring), so whatever this
         # reads after ``after`` has no holes behind it.
         where = _Where()
         where.equal("kind", kind)
         where.equal("operation_id", operation_id)
+        where.equal("tenant", tenant)
         where.add("position > {}", after)
         if until is not None:
             where.add("position <= {}", until)
@@ -695,6 +958,25 @@ class PostgresStore:
         with _translate_errors():
             position = await self._pool_or_raise().fetchval("SELECT position FROM opstream_head")
         return int(position)
+
+    async def history_start(self, operation_id: str) -> HistoryStart:
+        with _translate_errors():
+            row = await self._pool_or_raise().fetchrow(
+                "SELECT first_seq, snapshot FROM opstream_operations WHERE id = $1", operation_id
+            )
+        if row is None:
+            raise OperationNotFound(operation_id)
+        snapshot = row["snapshot"]
+        return HistoryStart(
+            row["first_seq"], None if snapshot is None else load_operation(snapshot)
+        )
+
+    async def compacted_through(self) -> int:
+        with _translate_errors():
+            value = await self._pool_or_raise().fetchval(
+                "SELECT compacted_through FROM opstream_meta"
+            )
+        return int(value or 0)
 
     async def get_result(self, operation_id: str) -> StoredResult | None:
         with _translate_errors():
@@ -767,11 +1049,12 @@ def _event_row(event: m.Event) -> tuple[Any, ...]:
         event.message,
         event.happened_at,
         dump_details(event.details).decode(),
+        event.tenant,
     )
 
 
 def _event(row: Any) -> m.Event:
-    position, operation_id, seq, type_, kind, message, happened_at, details = row
+    position, operation_id, seq, type_, kind, message, happened_at, details, tenant = row
     return m.Event(
         operation_id=operation_id,
         seq=seq,
@@ -781,10 +1064,14 @@ def _event(row: Any) -> m.Event:
         happened_at=happened_at,
         details=load_details(details),
         kind=kind,
+        tenant=tenant,
     )
 
 
-def _operation_row(operation: Operation, owner: str | None, expires: int | None) -> tuple[Any, ...]:
+def _operation_row(
+    operation: Operation, owner: str | None, expires: int | None, due_changed: bool
+) -> tuple[Any, ...]:
+    """The operations row's values, then whether webhook_due_at follows the projection."""
     return (
         operation.id,
         operation.kind,
@@ -794,6 +1081,11 @@ def _operation_row(operation: Operation, owner: str | None, expires: int | None)
         owner,
         expires,
         dump_operation(operation).decode(),
+        operation.tenant,
+        operation.finished_at,
+        operation.expired,
+        operation.webhook_due_at,
+        due_changed,
     )
 
 

@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from opstream.events import model as m
-from opstream.events.appending import Current, Plan, plan_append
+from opstream.events.appending import (
+    Current,
+    KeyBook,
+    StoredKey,
+    compaction,
+    lease_after,
+    plan_append,
+)
 from opstream.events.codec import dump_details, dump_operation, load_details, load_operation
 from opstream.events.errors import (
     LeaseLost,
@@ -30,13 +37,24 @@ from opstream.events.errors import (
     StoreClosed,
     StoreError,
 )
-from opstream.events.fold import ACTIVE_STATUSES, QUEUED, Operation
+from opstream.events.fold import QUEUED, Operation
 from opstream.events.leases import recovery_events
-from opstream.events.store import Appended, CommitListener, Lease, StoredResult
+from opstream.events.store import (
+    Appended,
+    CommitListener,
+    HistoryStart,
+    Idempotency,
+    Lease,
+    Retention,
+    StoredResult,
+    Swept,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The schema as first released (version 0), created if missing; MIGRATIONS bring it up to
+# date, recorded in PRAGMA user_version. Never edit a released migration; add the next one.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
     id               TEXT PRIMARY KEY,
@@ -71,7 +89,57 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 
-EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details"
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        # Tenants, idempotency keys, retention and webhook bookkeeping (issue 8). The new
+        # operations columns mirror the projection (``state``) for the sweeper's and the
+        # webhook claimer's indexes; first_seq/snapshot record a compacted history.
+        """
+        ALTER TABLE operations ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+        ALTER TABLE operations ADD COLUMN finished_at INTEGER;
+        ALTER TABLE operations ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE operations ADD COLUMN webhook_due_at INTEGER;
+        ALTER TABLE operations ADD COLUMN first_seq INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE operations ADD COLUMN snapshot BLOB;
+        UPDATE operations SET
+            tenant = coalesce(json_extract(CAST(state AS TEXT), '$.tenant'), ''),
+            finished_at = json_extract(CAST(state AS TEXT), '$.finished_at'),
+            expired = coalesce(json_extract(CAST(state AS TEXT), '$.expired'), 0),
+            webhook_due_at = json_extract(CAST(state AS TEXT), '$.webhook_due_at');
+        CREATE INDEX operations_by_tenant ON operations (tenant, id);
+        CREATE INDEX operations_by_finish ON operations (finished_at, id)
+            WHERE finished_at IS NOT NULL;
+        CREATE INDEX operations_to_expire ON operations (finished_at, id)
+            WHERE finished_at IS NOT NULL AND expired = 0;
+        CREATE INDEX operations_to_compact ON operations (finished_at, id)
+            WHERE finished_at IS NOT NULL AND first_seq = 1;
+        CREATE INDEX operations_by_webhook ON operations (webhook_due_at, id)
+            WHERE webhook_due_at IS NOT NULL;
+        ALTER TABLE events ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+        CREATE INDEX events_by_tenant ON events (tenant, position);
+        CREATE TABLE idempotency (
+            tenant       TEXT NOT NULL,
+            key          TEXT NOT NULL,
+            fingerprint  TEXT NOT NULL,
+            operation_id TEXT NOT NULL,
+            created_at   INTEGER NOT NULL,
+            PRIMARY KEY (tenant, key)
+        );
+        CREATE INDEX idempotency_by_age ON idempotency (created_at);
+        CREATE INDEX idempotency_by_operation ON idempotency (operation_id);
+        CREATE TABLE meta (
+            singleton         INTEGER PRIMARY KEY CHECK (singleton = 1),
+            compacted_through INTEGER NOT NULL
+        );
+        INSERT INTO meta (singleton, compacted_through) VALUES (1, 0);
+        """,
+    ),
+)
+
+EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details, tenant"
+OPERATION_COLUMNS = "id, state, lease_owner, lease_expires_at"
+TERMINAL_TYPES = tuple(sorted(m.TERMINAL_TYPES))
 # SQLite's default limit on host parameters is well above this; batches are chunked to it.
 MAX_PARAMS = 500
 # Appends waiting beyond this many are left for the next commit, bounding one transaction.
@@ -97,6 +165,8 @@ class _Append:
     lease: Lease | None = None
     result: StoredResult | None = None
     create_kind: str | None = None
+    tenant: str = ""  # a create's
+    idempotency: Idempotency | None = None  # a create's
     claim: tuple[str, int] | None = None  # (owner, lease expiry) taken by this append
     future: asyncio.Future[Appended] = field(default_factory=lambda: _new_future())
 
@@ -148,9 +218,15 @@ class SQLiteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with _translate_errors():
-            self._writer = await self._connect()
-            await self._writer.executescript(SCHEMA)
-            self._reader = await self._connect()
+            writer = await self._connect()
+            try:
+                await writer.executescript(SCHEMA)
+                await _migrate(writer)
+                self._reader = await self._connect()
+            except BaseException:
+                await writer.close()
+                raise
+            self._writer = writer
         self._writer_task = asyncio.create_task(self._write_loop(), name="opstream-sqlite-writer")
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -189,12 +265,17 @@ class SQLiteStore:
         params: dict[str, object],
         *,
         callback_url: str | None = None,
+        tenant: str = "",
+        idempotency: Idempotency | None = None,
     ) -> Appended:
         details: dict[str, Any] = {"kind": kind, "params": params}
         if callback_url is not None:
             details["callbackUrl"] = callback_url
         queued = m.NewEvent(m.OPERATION_QUEUED, "queued", details)
-        return await self._submit(_Append(operation_id, [queued], create_kind=kind))
+        job = _Append(
+            operation_id, [queued], create_kind=kind, tenant=tenant, idempotency=idempotency
+        )
+        return await self._submit(job)
 
     async def append(
         self,
@@ -278,6 +359,142 @@ class SQLiteStore:
         recovered: list[m.Event] = await self._run_task(run)
         return recovered
 
+    async def claim_webhooks(self, limit: int, lease_ms: int) -> list[Operation]:
+        """The due operations, as ``get`` answers them (their ``webhook_due_at`` is the due
+        time of the history, not the lease: the lease lives in the index column only)."""
+
+        async def run(conn: aiosqlite.Connection) -> list[Operation]:
+            now = m.now_ms()
+            rows = await _all(
+                conn,
+                "SELECT id, state FROM operations "
+                "WHERE webhook_due_at IS NOT NULL AND webhook_due_at <= ? "
+                "ORDER BY webhook_due_at, id LIMIT ?",
+                (now, limit),
+            )
+            await conn.executemany(
+                "UPDATE operations SET webhook_due_at = ? WHERE id = ?",
+                [(now + lease_ms, row[0]) for row in rows],
+            )
+            return [load_operation(row[1]) for row in rows]
+
+        claimed: list[Operation] = await self._run_task(run)
+        return claimed
+
+    async def sweep(self, retention: Retention, limit: int = 100) -> Swept:
+        """One transaction of at most ``limit`` operations per step, oldest first. The
+        ``OperationExpired`` events it appends are announced to the listeners like every
+        append (callers must not announce ``Swept.events`` again)."""
+
+        async def run(conn: aiosqlite.Connection) -> Swept:
+            now = m.now_ms()
+            events = await self._expire(conn, now - retention.result_ms, limit)
+            compacted, removed = await self._compact(conn, now - retention.history_ms, limit)
+            forgotten, keys, more = await self._forget(conn, now - retention.tombstone_ms, limit)
+            removed = max(removed, more)
+            keys += await _delete_returning_count(
+                conn,
+                "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
+                "WHERE created_at <= ? ORDER BY created_at LIMIT ?)",
+                (now - retention.idempotency_ms, limit),
+            )
+            if removed:
+                await conn.execute(
+                    "UPDATE meta SET compacted_through = max(compacted_through, ?)", (removed,)
+                )
+            return Swept(events, compacted=compacted, forgotten=forgotten, keys=keys)
+
+        swept: Swept = await self._run_task(run)
+        return swept
+
+    async def _expire(self, conn: aiosqlite.Connection, cutoff: int, limit: int) -> list[m.Event]:
+        """Step 1: ``OperationExpired`` for finished operations past the result period."""
+        rows = await _all(
+            conn,
+            f"SELECT {OPERATION_COLUMNS} FROM operations "
+            "WHERE finished_at IS NOT NULL AND expired = 0 AND finished_at <= ? "
+            "ORDER BY finished_at, id LIMIT ?",
+            (cutoff, limit),
+        )
+        jobs, currents = [], {}
+        for operation_id, state, owner, expires in rows:
+            currents[operation_id] = Current(load_operation(state), owner, expires)
+            expired = m.NewEvent(m.OPERATION_EXPIRED, "expired: the retention period is over")
+            jobs.append(_Append(operation_id, [expired]))
+        outcomes = await self._write_appends(conn, jobs, currents)
+        events: list[m.Event] = []
+        for job, outcome in outcomes:
+            if isinstance(outcome, OpstreamError):  # cannot happen to a finished operation
+                log.warning("could not expire %s: %s", job.operation_id, outcome)
+                continue
+            events.extend(outcome.events)
+        return events
+
+    async def _compact(
+        self, conn: aiosqlite.Connection, cutoff: int, limit: int
+    ) -> tuple[int, int]:
+        """Step 2: drop the events before the terminal one, keeping their fold as the
+        snapshot. Returns (operations compacted, highest position removed)."""
+        rows = await _all(
+            conn,
+            "SELECT id FROM operations "
+            "WHERE finished_at IS NOT NULL AND first_seq = 1 AND finished_at <= ? "
+            "ORDER BY finished_at, id LIMIT ?",
+            (cutoff, limit),
+        )
+        removed = 0
+        for (operation_id,) in rows:
+            history = await _all(
+                conn,
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ? ORDER BY seq",
+                (operation_id,),
+            )
+            first_seq, snapshot = compaction([_event(row) for row in history])
+            if snapshot is None:  # no terminal event (cannot happen): nothing to compact
+                log.warning("operation %s: finished without a terminal event", operation_id)
+                continue
+            row = await _one(
+                conn,
+                "SELECT max(position) FROM events WHERE operation_id = ? AND seq < ?",
+                (operation_id, first_seq),
+            )
+            removed = max(removed, int(row[0]) if row and row[0] is not None else 0)
+            await conn.execute(
+                "DELETE FROM events WHERE operation_id = ? AND seq < ?", (operation_id, first_seq)
+            )
+            await conn.execute(
+                "UPDATE operations SET first_seq = ?, snapshot = ? WHERE id = ?",
+                (first_seq, dump_operation(snapshot), operation_id),
+            )
+        return len(rows), removed
+
+    async def _forget(
+        self, conn: aiosqlite.Connection, cutoff: int, limit: int
+    ) -> tuple[int, int, int]:
+        """Step 3: forget operations past the tombstone period: the row, its events, its
+        result and its idempotency keys. Returns (operations, keys, highest position)."""
+        rows = await _all(
+            conn,
+            "SELECT id FROM operations WHERE finished_at IS NOT NULL AND finished_at <= ? "
+            "ORDER BY finished_at, id LIMIT ?",
+            (cutoff, limit),
+        )
+        if not rows:
+            return 0, 0, 0
+        ids = [row[0] for row in rows]
+        marks = ",".join("?" * len(ids))
+        row = await _one(
+            conn, f"SELECT max(position) FROM events WHERE operation_id IN ({marks})", ids
+        )
+        removed = int(row[0]) if row and row[0] is not None else 0
+        await conn.execute(f"DELETE FROM events WHERE operation_id IN ({marks})", ids)
+        await conn.execute(f"DELETE FROM results WHERE operation_id IN ({marks})", ids)
+        keys = await _delete_returning_count(
+            conn, f"DELETE FROM idempotency WHERE operation_id IN ({marks})", ids
+        )
+        await conn.execute(f"DELETE FROM operations WHERE id IN ({marks})", ids)
+        return len(ids), keys, removed
+
     async def _submit(self, job: _Append) -> Appended:
         self._check_open()
         await self._queue.put(job)
@@ -348,7 +565,7 @@ class SQLiteStore:
                 committed.extend(outcome.events)
             _settle(job.future, outcome)
         if task is not None:
-            if isinstance(value, Appended):
+            if isinstance(value, Appended | Swept):
                 committed.extend(value.events)
             elif isinstance(value, list):
                 committed.extend(item for item in value if isinstance(item, m.Event))
@@ -375,9 +592,11 @@ class SQLiteStore:
 
         A job that is refused writes nothing and does not disturb the others; its error is
         its outcome. Nothing is answered here: the caller does that once the commit is done.
+        The idempotency keys of the batch's creates are looked up in one query.
         """
         if currents is None:
             currents = await self._load_currents(conn, {job.operation_id for job in jobs})
+        keys = KeyBook(await self._load_keys(conn, jobs))
         position = await self._head(conn)
         now = m.now_ms()
         outcomes: list[tuple[_Append, Appended | OpstreamError]] = []
@@ -388,6 +607,11 @@ class SQLiteStore:
         for job in jobs:
             current = currents.get(job.operation_id)
             try:
+                if job.create_kind is not None and job.idempotency is not None:
+                    replayed = keys.replay(job.tenant, job.idempotency, currents)
+                    if replayed is not None:
+                        outcomes.append((job, Appended(replayed, [])))
+                        continue
                 if job.create_kind is not None and current is not None:
                     raise StoreError(f"operation {job.operation_id} already exists")
                 plan = plan_append(
@@ -399,15 +623,24 @@ class SQLiteStore:
                     expected_seq=job.expected_seq,
                     lease=job.lease,
                     kind=job.create_kind,
+                    tenant=job.tenant,
                 )
             except OpstreamError as exc:
                 outcomes.append((job, exc))
                 continue
+            if job.create_kind is not None and job.idempotency is not None:
+                keys.record(job.tenant, job.idempotency, job.operation_id)
             position += len(plan.events)
-            owner, expires = _lease_after(job, current, plan)
+            owner, expires = lease_after(job.claim, current, plan)
             currents[job.operation_id] = Current(plan.operation, owner, expires)
             events_rows.extend(_event_row(event) for event in plan.events)
-            operation_rows[job.operation_id] = _operation_row(plan.operation, owner, expires)
+            previous = operation_rows.get(job.operation_id)
+            due_changed = (previous is not None and previous[-1]) or _due_changed(
+                current, plan.operation
+            )
+            operation_rows[job.operation_id] = _operation_row(
+                plan.operation, owner, expires, due_changed
+            )
             if job.result is not None:
                 result_rows.append((job.operation_id, job.result.content_type, job.result.body))
             if any(e.type in (m.RESULT_DELETED, m.OPERATION_EXPIRED) for e in plan.events):
@@ -416,17 +649,32 @@ class SQLiteStore:
         if not events_rows:
             return outcomes
         await conn.executemany(
-            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events_rows
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events_rows
         )
+        # webhook_due_at follows the projection only when an append changes it, so that the
+        # lease claim_webhooks puts on it survives unrelated appends.
         await conn.executemany(
             "INSERT INTO operations (id, kind, status, attempt, last_seq, lease_owner, "
-            "lease_expires_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "lease_expires_at, state, tenant, finished_at, expired, webhook_due_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
             "attempt = excluded.attempt, last_seq = excluded.last_seq, "
             "lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at, "
-            "state = excluded.state",
+            "state = excluded.state, finished_at = excluded.finished_at, "
+            "expired = excluded.expired, webhook_due_at = CASE WHEN ? "
+            "THEN excluded.webhook_due_at ELSE operations.webhook_due_at END",
             list(operation_rows.values()),
         )
+        if keys.stale:
+            await conn.executemany(
+                "DELETE FROM idempotency WHERE tenant = ? AND key = ?", keys.stale
+            )
+        if keys.recorded:
+            await conn.executemany(
+                "INSERT INTO idempotency (tenant, key, fingerprint, operation_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(*row, now) for row in keys.recorded],
+            )
         if result_rows:
             await conn.executemany(
                 "INSERT OR REPLACE INTO results (operation_id, content_type, body) "
@@ -436,6 +684,30 @@ class SQLiteStore:
         if deleted_results:
             await conn.executemany("DELETE FROM results WHERE operation_id = ?", deleted_results)
         return outcomes
+
+    async def _load_keys(
+        self, conn: aiosqlite.Connection, jobs: list[_Append]
+    ) -> dict[tuple[str, str], StoredKey]:
+        """The stored idempotency keys that the creates among ``jobs`` come with."""
+        wanted = sorted(
+            {(j.tenant, j.idempotency.key) for j in jobs if j.idempotency and j.create_kind}
+        )
+        found: dict[tuple[str, str], StoredKey] = {}
+        step = MAX_PARAMS // 2
+        for start in range(0, len(wanted), step):
+            chunk = wanted[start : start + step]
+            pairs = ",".join("(?, ?)" for _ in chunk)
+            rows = await _all(
+                conn,
+                "SELECT i.tenant, i.key, i.fingerprint, i.operation_id, o.state "
+                "FROM idempotency i LEFT JOIN operations o ON o.id = i.operation_id "
+                f"WHERE (i.tenant, i.key) IN (VALUES {pairs})",
+                [value for pair in chunk for value in pair],
+            )
+            for tenant, key, fingerprint, operation_id, state in rows:
+                operation = None if state is None else load_operation(state)
+                found[(tenant, key)] = StoredKey(fingerprint, operation_id, operation)
+        return found
 
     async def _load_currents(self, conn: aiosqlite.Connection, ids: set[str]) -> dict[str, Current]:
         currents: dict[str, Current] = {}
@@ -480,8 +752,9 @@ class SQLiteStore:
         kind: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        tenant: str | None = None,
     ) -> list[Operation]:
-        clauses, params = _filters(("status", status), ("kind", kind))
+        clauses, params = _filters(("status", status), ("kind", kind), ("tenant", tenant))
         if before is not None:
             clauses.append("id < ?")
             params.append(before)
@@ -512,8 +785,11 @@ class SQLiteStore:
         limit: int = 100,
         kind: str | None = None,
         operation_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[m.Event]:
-        clauses, params = _filters(("kind", kind), ("operation_id", operation_id))
+        clauses, params = _filters(
+            ("kind", kind), ("operation_id", operation_id), ("tenant", tenant)
+        )
         clauses.append("position > ?")
         params.append(after)
         if until is not None:
@@ -531,6 +807,23 @@ class SQLiteStore:
     async def head(self) -> int:
         with _translate_errors():
             return await self._head(self._read_conn())
+
+    async def history_start(self, operation_id: str) -> HistoryStart:
+        with _translate_errors():
+            row = await _one(
+                self._read_conn(),
+                "SELECT first_seq, snapshot FROM operations WHERE id = ?",
+                (operation_id,),
+            )
+        if row is None:
+            raise OperationNotFound(operation_id)
+        first_seq, snapshot = row
+        return HistoryStart(first_seq, None if snapshot is None else load_operation(snapshot))
+
+    async def compacted_through(self) -> int:
+        with _translate_errors():
+            row = await _one(self._read_conn(), "SELECT compacted_through FROM meta", ())
+        return int(row[0]) if row else 0
 
     async def wait_for_change(self, head: int, max_wait: float) -> None:
         loop = asyncio.get_running_loop()
@@ -566,19 +859,6 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
         future.set_result(outcome)
 
 
-def _lease_after(
-    job: _Append, current: Current | None, plan: Plan
-) -> tuple[str | None, int | None]:
-    """The lease columns after an append: taken by a claim, kept while active, else freed."""
-    if plan.operation.status not in ACTIVE_STATUSES:
-        return None, None
-    if job.claim is not None:
-        return job.claim
-    if current is None:
-        return None, None
-    return current.lease_owner, current.lease_expires_at
-
-
 def _filters(*pairs: tuple[str, str | None]) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -599,11 +879,12 @@ def _event_row(event: m.Event) -> tuple[Any, ...]:
         event.message,
         event.happened_at,
         dump_details(event.details),
+        event.tenant,
     )
 
 
 def _event(row: Sequence[Any]) -> m.Event:
-    position, operation_id, seq, type_, kind, message, happened_at, details = row
+    position, operation_id, seq, type_, kind, message, happened_at, details, tenant = row
     return m.Event(
         operation_id=operation_id,
         seq=seq,
@@ -613,10 +894,19 @@ def _event(row: Sequence[Any]) -> m.Event:
         happened_at=happened_at,
         details=load_details(details),
         kind=kind,
+        tenant=tenant,
     )
 
 
-def _operation_row(operation: Operation, owner: str | None, expires: int | None) -> tuple[Any, ...]:
+def _due_changed(current: Current | None, operation: Operation) -> bool:
+    """Whether an append moved the webhook's due time (else a claim's lease on it stays)."""
+    return current is None or current.operation.webhook_due_at != operation.webhook_due_at
+
+
+def _operation_row(
+    operation: Operation, owner: str | None, expires: int | None, due_changed: bool
+) -> tuple[Any, ...]:
+    """The operations row's values, then whether webhook_due_at follows the projection."""
     return (
         operation.id,
         operation.kind,
@@ -626,7 +916,38 @@ def _operation_row(operation: Operation, owner: str | None, expires: int | None)
         owner,
         expires,
         dump_operation(operation),
+        operation.tenant,
+        operation.finished_at,
+        int(operation.expired),
+        operation.webhook_due_at,
+        due_changed,
     )
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    """Apply the MIGRATIONS the file lacks, in one transaction (others wait: IMMEDIATE)."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = await _one(conn, "PRAGMA user_version", ())
+        version = int(row[0]) if row else 0
+        newest = MIGRATIONS[-1][0]
+        if version > newest:
+            raise StoreError(
+                f"the database schema is at version {version}, newer than this opstream "
+                f"knows ({newest}): upgrade opstream"
+            )
+        for number, sql in MIGRATIONS:
+            if number <= version:
+                continue
+            log.info("applying SQLite schema migration %d", number)
+            for statement in sql.split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number}")
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
 
 
 async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
@@ -638,6 +959,13 @@ async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> s
 async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     async with conn.execute(sql, params) as cursor:
         return list(await cursor.fetchall())
+
+
+async def _delete_returning_count(
+    conn: aiosqlite.Connection, sql: str, params: Sequence[Any]
+) -> int:
+    async with conn.execute(sql, params) as cursor:
+        return int(cursor.rowcount)
 
 
 __all__ = ["SQLiteStore", "database_path"]

@@ -13,6 +13,7 @@ import pytest
 from opstream.events import model as m
 from opstream.events.errors import StoreError
 from opstream.events.postgres import MIGRATIONS, PostgresStore
+from opstream.events.store import Retention
 from tests.store.backends import postgres_url
 
 from .conftest import with_search_path
@@ -133,3 +134,55 @@ async def test_an_append_the_database_refuses_does_not_sink_its_batch(pg_schema:
         assert [e.seq for e in await store.read("op_1")] == [1, 2, 3]
         assert [e.seq for e in await store.read("op_2")] == [1]
         assert await store.head() == 4
+
+
+async def test_a_version_1_schema_with_data_is_migrated(pg_schema: str) -> None:
+    """Migration 2 (tenants, idempotency, retention) on a database the release before wrote:
+    its finished operation gets finished_at from its projection, so the sweeper finds it."""
+    conn = await asyncpg.connect(postgres_url(), server_settings={"search_path": pg_schema})
+    try:
+        await conn.execute(
+            "CREATE TABLE opstream_migrations (version integer PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute(MIGRATIONS[0][1])
+        await conn.execute("INSERT INTO opstream_migrations (version) VALUES (1)")
+    finally:
+        await conn.close()
+    old = PostgresStore(postgres_url(), schema=pg_schema)
+    try:
+        conn = await asyncpg.connect(postgres_url(), server_settings={"search_path": pg_schema})
+        try:
+            state = (
+                '{"id": "op_old", "kind": "demo.countdown", "params": {}, '
+                '"status": "cancelled", "created_at": 1000, "updated_at": 2000, "last_seq": 2, '
+                '"finished_at": 2000, "expired": false, "progress": {"percent": 0.0, '
+                '"stage": null, "message": "", "estimated_time_remaining": null}}'
+            )
+            await conn.execute(
+                "INSERT INTO opstream_operations VALUES ($1, $2, $3, 0, 2, NULL, NULL, $4)",
+                "op_old",
+                KIND,
+                "cancelled",
+                state,
+            )
+            await conn.execute(
+                "INSERT INTO opstream_events VALUES "
+                "(1, 'op_old', 1, 'OperationQueued', $1, 'queued', 1000, '{}'), "
+                "(2, 'op_old', 2, 'OperationCancelled', $1, 'cancelled', 2000, '{}')",
+                KIND,
+            )
+            await conn.execute("UPDATE opstream_head SET position = 2")
+        finally:
+            await conn.close()
+        await old.open()
+        assert await old.schema_version() == MIGRATIONS[-1][0]
+        op = await old.get("op_old")
+        assert op.tenant == "" and op.finished_at == 2000
+        assert [e.tenant for e in await old.read("op_old")] == ["", ""]
+        forever = 10**15
+        swept = await old.sweep(Retention(0, 0, forever, forever))
+        assert [e.operation_id for e in swept.events] == ["op_old"]
+        assert swept.compacted == 1 and await old.compacted_through() == 1
+    finally:
+        await old.close()

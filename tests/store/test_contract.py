@@ -79,8 +79,11 @@ async def test_two_writers_expecting_the_same_seq_one_wins(store: EventStore) ->
     )
     wins = [o for o in outcomes if not isinstance(o, BaseException)]
     assert len(wins) == 1
-    assert all(isinstance(o, SequenceConflict | InvalidTransition) for o in outcomes
-               if isinstance(o, BaseException))  # fmt: skip
+    assert all(
+        isinstance(o, SequenceConflict | InvalidTransition)
+        for o in outcomes
+        if isinstance(o, BaseException)
+    )
     assert [e.seq for e in await store.read("op_1")] == [1, 2]
 
 
@@ -140,8 +143,7 @@ async def test_global_order_and_filters(store: EventStore) -> None:
     await store.create("op_2", "demo.report", {})
     await store.append("op_1", [m.NewEvent(m.CANCELLATION_REQUESTED)])
     everything = await store.read_all()
-    assert [(e.operation_id, e.seq) for e in everything] == [("op_1", 1), ("op_2", 1),
-                                                              ("op_1", 2)]  # fmt: skip
+    assert [(e.operation_id, e.seq) for e in everything] == [("op_1", 1), ("op_2", 1), ("op_1", 2)]
     assert await store.head() == everything[-1].position
     first = everything[0].position
     assert [e.operation_id for e in await store.read_all(after=first)] == ["op_2", "op_1"]

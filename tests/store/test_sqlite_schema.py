@@ -1,0 +1,141 @@
+"""SQLite's schema: a file from an earlier release is migrated in place, and the sweeper's
+and the webhook claimer's queries use indexes, not scans."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+
+from opstream.events import model as m
+from opstream.events.errors import StoreError
+from opstream.events.sqlite import MIGRATIONS, SCHEMA, SQLiteStore
+from opstream.events.store import Idempotency, Retention
+
+KIND = "demo.countdown"
+FOREVER = 10**15  # the old file's times are from 1970
+
+
+def old_file(path: Path) -> None:
+    """A database as the release before tenants wrote it: one finished operation."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA)
+    state = {
+        "id": "op_old",
+        "kind": KIND,
+        "params": {},
+        "status": "cancelled",
+        "created_at": 1000,
+        "updated_at": 2000,
+        "last_seq": 2,
+        "callback_url": None,
+        "started_at": None,
+        "finished_at": 2000,
+        "attempt": 0,
+        "progress": {"percent": 0.0, "stage": None, "message": "cancelled",
+                     "estimated_time_remaining": None},
+        "error": None,
+        "result": None,
+        "result_deleted": False,
+        "deleted": False,
+        "expired": False,
+        "progress_updates": 0,
+    }  # fmt: skip
+    conn.execute(
+        "INSERT INTO operations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ("op_old", KIND, "cancelled", 0, 2, None, None, orjson.dumps(state)),
+    )
+    conn.executemany(
+        "INSERT INTO events (operation_id, seq, type, kind, message, happened_at, details) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("op_old", 1, m.OPERATION_QUEUED, KIND, "queued", 1000, b'{"kind":"demo.countdown"}'),
+            ("op_old", 2, m.OPERATION_CANCELLED, KIND, "cancelled", 2000, b"{}"),
+        ],
+    )
+    conn.commit()
+    conn.close()
+
+
+async def test_a_file_from_the_release_before_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_file(path)
+    async with SQLiteStore(path) as store:
+        op = await store.get("op_old")
+        assert op.tenant == "" and op.finished_at == 2000
+        assert [e.tenant for e in await store.read("op_old")] == ["", ""]
+        new = await store.create("op_new", KIND, {}, tenant="t", idempotency=Idempotency("k", "f"))
+        assert new.operation.tenant == "t"
+        swept = await store.sweep(Retention(0, 0, FOREVER, FOREVER))
+        assert [e.operation_id for e in swept.events] == ["op_old"], "finished_at was filled in"
+        assert (await store.history_start("op_old")).first_seq == 2
+    async with SQLiteStore(path) as store:  # opening again changes nothing
+        assert (await store.get("op_new")).tenant == "t"
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1][0]
+    conn.close()
+
+
+async def test_a_file_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    async with SQLiteStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {MIGRATIONS[-1][0] + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        await SQLiteStore(path).open()
+
+
+PLANS = {
+    "expire": (
+        "SELECT id FROM operations WHERE finished_at IS NOT NULL AND expired = 0 "
+        "AND finished_at <= ? ORDER BY finished_at, id LIMIT ?",
+        (0, 10),
+        "operations_to_expire",
+    ),
+    "compact": (
+        "SELECT id FROM operations WHERE finished_at IS NOT NULL AND first_seq = 1 "
+        "AND finished_at <= ? ORDER BY finished_at, id LIMIT ?",
+        (0, 10),
+        "operations_to_compact",
+    ),
+    "forget": (
+        "SELECT id FROM operations WHERE finished_at IS NOT NULL AND finished_at <= ? "
+        "ORDER BY finished_at, id LIMIT ?",
+        (0, 10),
+        "operations_by_finish",
+    ),
+    "webhooks": (
+        "SELECT id, state FROM operations WHERE webhook_due_at IS NOT NULL "
+        "AND webhook_due_at <= ? ORDER BY webhook_due_at, id LIMIT ?",
+        (0, 10),
+        "operations_by_webhook",
+    ),
+    "keys": (
+        "SELECT rowid FROM idempotency WHERE created_at <= ? ORDER BY created_at LIMIT ?",
+        (0, 10),
+        "idempotency_by_age",
+    ),
+    "tenant feed": (
+        "SELECT position FROM events WHERE tenant = ? AND position > ? ORDER BY position LIMIT ?",
+        ("t", 0, 10),
+        "events_by_tenant",
+    ),
+    "tenant list": (
+        "SELECT state FROM operations WHERE tenant = ? ORDER BY id DESC LIMIT ?",
+        ("t", 10),
+        "operations_by_tenant",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+async def test_retention_and_tenant_queries_use_their_index(tmp_path: Path, name: str) -> None:
+    sql, params, index = PLANS[name]
+    async with SQLiteStore(tmp_path / "plans.db") as store:
+        plan = " ".join(await store.explain(sql, params))
+    assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
