@@ -55,12 +55,20 @@ PLANS = {
 }  # fmt: skip
 
 
-async def _appends(path: Path, count: int) -> tuple[list[float], dict[str, list[str]]]:
+async def _plans(path: Path) -> dict[str, list[str]]:
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        return {name: await store.explain(sql, params) for name, (sql, params) in PLANS.items()}
+    finally:
+        await store.close()
+
+
+async def _appends(path: Path, count: int) -> tuple[list[float], None]:
     store = SQLiteStore(path, synchronous="FULL")
     await store.open()
     try:
-        plans = {name: await store.explain(sql, params) for name, (sql, params) in PLANS.items()}
-        op = "op_1GROWTH000000000000000000"
+        op = f"op_1GROWTH{time.time_ns():017d}"[:29]
         await store.create(op, "bench.ticker", {"count": count, "rate": 1})
         await store.append(op, [m.NewEvent(m.OPERATION_STARTED, "started", {"attempt": 1})])
         took = []
@@ -69,7 +77,7 @@ async def _appends(path: Path, count: int) -> tuple[list[float], dict[str, list[
             start = time.perf_counter()
             await store.append(op, [event])
             took.append(time.perf_counter() - start)
-        return took, plans
+        return took, None
     finally:
         await store.close()
 
@@ -85,47 +93,64 @@ def _timed(client: httpx.Client, urls: list[str]) -> list[float]:
     return took
 
 
+def _round(db: Path, operations: int, samples: int, rng: random.Random) -> dict[str, list[float]]:
+    """One round of every figure on one store: appends in-process, reads over HTTP."""
+    appends, _ = uvloop.run(_appends(db, samples))
+    figures = {"append (store API)": appends}
+    with opstream_server(db, concurrency=0) as server, httpx.Client(base_url=server.url) as c:
+        ids = [copy_id(rng.randrange(1, operations)) for _ in range(samples)]
+        head = int(c.get("/healthz").json()["head"])
+        positions = [rng.randrange(0, max(1, head - 100)) for _ in range(samples)]
+        _timed(c, [f"/operations/{i}" for i in ids[:50]])  # warm up
+        figures["GET /operations/{id}"] = _timed(c, [f"/operations/{i}" for i in ids])
+        figures["GET /operations/{id}/events"] = _timed(
+            c, [f"/operations/{i}/events?limit=100" for i in ids]
+        )
+        figures["GET /events?after=random"] = _timed(
+            c, [f"/events?after={p}&limit=100" for p in positions]
+        )
+        figures["GET /events?after=head-100"] = _timed(
+            c, [f"/events?after={head - 100}&limit=100"] * samples
+        )
+        figures["GET /operations?status=succeeded"] = _timed(
+            c, ["/operations?status=succeeded&limit=50"] * max(10, samples // 4)
+        )
+    return figures
+
+
 def run(quick: bool = False, repeat: int | None = None) -> Report:
     report = Report("growth")
     sizes = [10**3, 10**5, 10**6]
-    samples = 200 if quick else 1000
+    rounds = repeat or (1 if quick else 3)
+    samples = 200 if quick else 400
     report.say(
         f"cost growth: {', '.join(f'{s:,}' for s in sizes)} events ({EVENTS_PER_OPERATION} per "
-        f"operation); {samples} samples per figure; times in ms, p50 / p99"
+        f"operation); {rounds} rounds of {samples} samples per figure, the sizes taking turns "
+        "so the machine's drift hits them alike; times in ms, p50 / p99"
     )
     rows: dict[int, dict[str, tuple[float, float]]] = {}
-    plans: dict[str, list[str]] = {}
     rng = random.Random(7)
+    stores: dict[int, Path] = {}
+    for size in sizes:
+        stores[size] = new_dir(f"growth-{size}") / "g.db"
+        started = time.monotonic()
+        seed(stores[size], operations=size // EVENTS_PER_OPERATION,
+             events_per_operation=EVENTS_PER_OPERATION)  # fmt: skip
+        report.say(f"  seeded {size:,} events in {time.monotonic() - started:.0f} s")
+    collected: dict[int, dict[str, list[float]]] = {size: {} for size in sizes}
+    for _ in range(rounds):
+        for size in sizes:
+            got = _round(stores[size], size // EVENTS_PER_OPERATION, samples, rng)
+            for name, took in got.items():
+                collected[size].setdefault(name, []).extend(took)
+    plans = uvloop.run(_plans(stores[sizes[-1]]))
     for size in sizes:
         operations = size // EVENTS_PER_OPERATION
-        db = new_dir(f"growth-{size}") / "g.db"
-        started = time.monotonic()
-        seed(db, operations=operations, events_per_operation=EVENTS_PER_OPERATION)
-        seeded = time.monotonic() - started
-        appends, plans = uvloop.run(_appends(db, samples))
-        figures = {"append (store API)": appends}
-        with opstream_server(db, concurrency=0) as server, httpx.Client(base_url=server.url) as c:
-            ids = [copy_id(rng.randrange(1, operations)) for _ in range(samples)]
-            head = int(c.get("/healthz").json()["head"])
-            positions = [rng.randrange(0, max(1, head - 100)) for _ in range(samples)]
-            _timed(c, [f"/operations/{i}" for i in ids[:50]])  # warm up
-            figures["GET /operations/{id}"] = _timed(c, [f"/operations/{i}" for i in ids])
-            figures["GET /operations/{id}/events"] = _timed(
-                c, [f"/operations/{i}/events?limit=100" for i in ids]
-            )
-            figures["GET /events?after=random"] = _timed(
-                c, [f"/events?after={p}&limit=100" for p in positions]
-            )
-            figures["GET /events?after=head-100"] = _timed(
-                c, [f"/events?after={head - 100}&limit=100"] * samples
-            )
-            figures["GET /operations?status=succeeded"] = _timed(
-                c, ["/operations?status=succeeded&limit=50"] * (samples // 4)
-            )
+        figures = collected[size]
         rows[size] = {
             name: (percentile(t, 50) * 1e3, percentile(t, 99) * 1e3) for name, t in figures.items()
         }
-        report.say(f"  {size:>9,} events, {operations:,} operations (seeded in {seeded:.0f} s):")
+        report.say(f"  {size:>9,} events, {operations:,} operations:")
         for name, (p50, p99) in rows[size].items():
             report.say(f"      {name:<36} {p50:7.2f} / {p99:7.2f}")
     report.say("  query plans (EXPLAIN QUERY PLAN, on the largest store):")
