@@ -44,7 +44,6 @@ async def test_submit_and_get(server: Server) -> None:
         assert fetched.id == first.id and fetched.last_event_seq >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="the server does not implement Idempotency-Key yet")
 async def test_submit_with_the_same_idempotency_key_returns_the_same_operation(
     server: Server,
 ) -> None:

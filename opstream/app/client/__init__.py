@@ -21,6 +21,7 @@ from opstream.app.client.errors import (
     ClientError,
     Conflict,
     FieldError,
+    Forbidden,
     InvalidCursor,
     InvalidJson,
     InvalidParams,
@@ -34,6 +35,8 @@ from opstream.app.client.errors import (
     ResultNotReady,
     ServerError,
     ServerUnavailable,
+    TooManyRequests,
+    Unauthorized,
     UnknownKind,
     WaitTimeout,
 )
@@ -53,6 +56,7 @@ __all__ = [
     "Conflict",
     "Event",
     "FieldError",
+    "Forbidden",
     "InvalidCursor",
     "InvalidJson",
     "InvalidParams",
@@ -71,6 +75,8 @@ __all__ = [
     "ResultNotReady",
     "ServerError",
     "ServerUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
     "UnknownKind",
     "WaitTimeout",
 ]

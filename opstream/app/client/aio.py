@@ -41,6 +41,7 @@ logger = logging.getLogger("opstream.client")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "OPSTREAM_URL"
+TOKEN_ENV = "OPSTREAM_TOKEN"
 
 # The server sends a comment at least every 15 s; three missed heartbeats mean a dead peer.
 STREAM_READ_TIMEOUT = 45.0
@@ -103,8 +104,11 @@ class AsyncClient:
         reconnect_for: float | None = 300.0,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get(TOKEN_ENV)
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
         self._retries = max(1, retries)
         self._backoff = backoff or Backoff()
@@ -114,6 +118,7 @@ class AsyncClient:
             headers={
                 "Accept": "application/json",
                 "User-Agent": f"opstream-client/{__version__}",
+                **auth,
                 **(headers or {}),
             },
             transport=transport,

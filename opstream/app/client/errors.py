@@ -165,6 +165,18 @@ class UnknownKind(InvalidParams):
     """``422``: no operation kind is registered under this name."""
 
 
+class Unauthorized(ProblemError):
+    """``401``: no token, or a token the server does not know (set ``OPSTREAM_TOKEN``)."""
+
+
+class Forbidden(ProblemError):
+    """``403``: the token does not reach this resource."""
+
+
+class TooManyRequests(ProblemError):
+    """``429``: a per-tenant limit; the server's ``Retry-After`` says when to try again."""
+
+
 class ServerError(ProblemError):
     """``5xx``: the server (or a proxy in front of it) failed."""
 
@@ -182,6 +194,9 @@ _BY_TYPE: dict[str, type[ProblemError]] = {
 
 _BY_STATUS: dict[int, type[ProblemError]] = {
     400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    429: TooManyRequests,
     404: OperationNotFound,
     409: Conflict,
     410: OperationGone,

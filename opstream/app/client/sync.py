@@ -45,6 +45,7 @@ class Client:
         reconnect_for: float | None = 300.0,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -60,6 +61,7 @@ class Client:
             reconnect_for=reconnect_for,
             headers=headers,
             transport=transport,
+            token=token,
         )
         self.url = self._async.url
 
