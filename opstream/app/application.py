@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -16,9 +16,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from opstream.app import metrics
+from opstream.app.auth import StreamTokens, Tenants
 from opstream.app.demo import register_demo_kinds
-from opstream.app.feeds import feed_events, feed_stream, operation_events, operation_stream
+from opstream.app.feeds import (
+    create_stream_token,
+    feed_events,
+    feed_stream,
+    operation_events,
+    operation_stream,
+)
 from opstream.app.kinds import Registry, registry
+from opstream.app.limits import Limits
 from opstream.app.openapi import openapi_document
 from opstream.app.operations import (
     create_operation,
@@ -31,15 +39,17 @@ from opstream.app.operations import (
     list_operations,
 )
 from opstream.app.problems import EXCEPTION_HANDLERS
+from opstream.app.retention import sweep_forever
 from opstream.app.services import Services, services
 from opstream.app.settings import Settings
-from opstream.app.webhooks import WebhookDispatcher
+from opstream.app.webhooks import SecretFor, WebhookDispatcher, parse_secret
 from opstream.app.worker import Worker
 from opstream.events.fanout import Hub
 from opstream.events.sqlite import SQLiteStore
 from opstream.events.store import EventStore
 
 log = logging.getLogger(__name__)
+Endpoint = Callable[[Request], Awaitable[Response]]
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -53,6 +63,12 @@ def open_store(settings: Settings) -> EventStore:
 
         return PostgresStore(url)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql://...")
+
+
+def tenant_webhook_secrets(tenants: Tenants, default: SecretFor) -> SecretFor:
+    """Each tenant's own webhook secret where it has one, the server's otherwise."""
+    keys = {tenant: parse_secret(text) for tenant, text in tenants.webhook_secrets.items()}
+    return lambda tenant: keys.get(tenant) or default(tenant)
 
 
 def load_registry(settings: Settings, target: Registry = registry) -> Registry:
@@ -74,25 +90,38 @@ async def index(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return json_response(openapi_document())
+    return json_response(openapi_document(services(request).registry))
+
+
+def by_method(**handlers: Endpoint) -> Endpoint:
+    """One endpoint per path that dispatches on the method, so a ``405`` lists in ``Allow``
+    every method the path has, not only those of the first route that matched."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return dispatch
+
+
+def route(path: str, **handlers: Endpoint) -> Route:
+    return Route(path, by_method(**handlers), methods=list(handlers))
 
 
 ROUTES = [
-    Route("/", index, methods=["GET"]),
-    Route("/operations", create_operation, methods=["POST"]),
-    Route("/operations", list_operations, methods=["GET"]),
-    Route("/operations/{operation_id}", get_operation, methods=["GET"]),
-    Route("/operations/{operation_id}", delete_operation, methods=["DELETE"]),
-    Route("/operations/{operation_id}/result", get_result, methods=["GET"]),
-    Route("/operations/{operation_id}/result", delete_result, methods=["DELETE"]),
-    Route("/operations/{operation_id}/events", operation_events, methods=["GET"]),
-    Route("/operations/{operation_id}/events/stream", operation_stream, methods=["GET"]),
-    Route("/events", feed_events, methods=["GET"]),
-    Route("/events/stream", feed_stream, methods=["GET"]),
-    Route("/kinds", list_kinds, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/metrics", metrics.endpoint, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
+    route("/", GET=index),
+    route("/operations", GET=list_operations, POST=create_operation),
+    route("/operations/{operation_id}", GET=get_operation, DELETE=delete_operation),
+    route("/operations/{operation_id}/result", GET=get_result, DELETE=delete_result),
+    route("/operations/{operation_id}/events", GET=operation_events),
+    route("/operations/{operation_id}/events/stream", GET=operation_stream),
+    route("/events", GET=feed_events),
+    route("/events/stream", GET=feed_stream),
+    route("/stream-tokens", POST=create_stream_token),
+    route("/kinds", GET=list_kinds),
+    route("/healthz", GET=healthz),
+    route("/metrics", GET=metrics.endpoint),
+    route("/openapi.json", GET=openapi),
     Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
 ]
 
@@ -102,14 +131,27 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
     settings = settings or Settings.from_env()
     store = store or open_store(settings)
     kinds = load_registry(settings)
-    webhooks = WebhookDispatcher(store, settings) if settings.concurrency > 0 else None
+    tenants = Tenants.load(settings.tokens, settings.tokens_file)
+    stream_tokens = StreamTokens(settings.secret.encode() or None, settings.stream_token_seconds)
+    webhooks = None
+    if settings.concurrency > 0:
+        webhooks = WebhookDispatcher(store, settings)
+        webhooks.secret_for = tenant_webhook_secrets(tenants, webhooks.secret_for)
+    limits = Limits(
+        create_rate=settings.create_rate,
+        poll_rate=settings.poll_rate,
+        max_streams=settings.max_streams,
+        max_in_flight=settings.max_in_flight,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         hub = Hub(store)
-        app.state.services = svc = Services(settings, store, hub, kinds)
-        metrics.watch(store, hub)
+        app.state.services = svc = Services(
+            settings, store, hub, kinds, tenants, stream_tokens, limits
+        )
+        metrics.watch(store, hub, limits.open_streams)
 
         async def close_streams_on_shutdown() -> None:
             await svc.stopping.wait()
@@ -118,6 +160,7 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
         tasks = [
             asyncio.create_task(hub.run(), name="opstream-hub"),
             asyncio.create_task(close_streams_on_shutdown(), name="opstream-stream-closer"),
+            asyncio.create_task(sweep_forever(store, settings), name="opstream-retention"),
         ]
         if settings.concurrency > 0:
             worker = Worker(

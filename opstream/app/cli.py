@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,15 @@ def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
     if http:
         flag("max_body_bytes", int)
         flag("heartbeat_seconds", float)
+        flag("tokens_file", str)
+        parser.add_argument(
+            "--insecure",
+            action="store_true",
+            default=None,
+            help=f"{HELP['insecure']} (env OPSTREAM_INSECURE)",
+        )
+        for ttl in ("result", "history", "tombstone", "idempotency"):
+            flag(f"{ttl}_ttl_seconds", float)
     flag("sqlite_synchronous", str, choices=["FULL", "NORMAL"])
     flag("log_level", str, choices=["debug", "info", "warning", "error"])
 
@@ -98,6 +108,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     names = [
         "host", "port", "database", "concurrency", "lease_seconds", "max_attempts",
         "max_body_bytes", "heartbeat_seconds", "sqlite_synchronous", "log_level",
+        "tokens_file", "insecure", "result_ttl_seconds", "history_ttl_seconds",
+        "tombstone_ttl_seconds", "idempotency_ttl_seconds",
     ]  # fmt: skip
     overrides = {name: getattr(args, name, None) for name in names}
     if args.handlers:
@@ -118,21 +130,28 @@ def run_serve(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     _configure_logging(settings.log_level)
-    if not _is_loopback(settings.host):
-        log.warning(
-            "listening on %s: opstream has no authentication yet; put it behind one",
-            settings.host,
-        )
     try:
         app = create_app(settings)
-    except (ValueError, ImportError) as exc:
+    except (ValueError, ImportError, OSError) as exc:
         print(f"opstream: {exc}", file=sys.stderr)
         return 2
+    open_access = not (settings.tokens or settings.tokens_file)
+    if open_access and not _is_loopback(settings.host):
+        if not settings.insecure:
+            print(
+                f"opstream: refusing to serve {settings.host} without tokens: anyone could "
+                "read and start operations. Configure OPSTREAM_TOKENS or --tokens-file, "
+                "or pass --insecure if something in front of opstream authenticates.",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning("serving %s with no authentication (--insecure)", settings.host)
     print(
         f"opstream {__version__}: http://{settings.host}:{settings.port}/ "
-        f"(database {settings.database})",
+        f"(database {redact_url(settings.database)})",
         file=sys.stderr,
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     uvicorn.run(
         app,
         host=settings.host,
@@ -145,7 +164,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from opstream.app.application import load_registry, open_store
+    from opstream.app.application import load_registry, open_store, tenant_webhook_secrets
+    from opstream.app.auth import Tenants
     from opstream.app.webhooks import WebhookDispatcher
     from opstream.app.worker import Worker
     from opstream.events.fanout import Hub
@@ -157,6 +177,8 @@ def run_worker(args: argparse.Namespace) -> int:
         store = open_store(settings)
         kinds = load_registry(settings)
         webhooks = WebhookDispatcher(store, settings)
+        tenants = Tenants.load(settings.tokens, settings.tokens_file)
+        webhooks.secret_for = tenant_webhook_secrets(tenants, webhooks.secret_for)
         await store.open()
         hub = Hub(store)
         worker = Worker(
@@ -173,7 +195,9 @@ def run_worker(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker %s on %s, kinds: %s", worker.owner, settings.database, kinds.names())
+        log.info(
+            "worker %s on %s, kinds: %s", worker.owner, redact_url(settings.database), kinds.names()
+        )
         await stop.wait()
         for task in reversed(tasks):
             task.cancel()
@@ -211,6 +235,26 @@ def run_migrate(args: argparse.Namespace) -> int:
         return 1
     print(f"opstream: the database is up to date{done}", file=sys.stderr)
     return 0
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for logs: the password replaced."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+class RedactTokens(logging.Filter):
+    """Stream tokens travel in URLs (EventSource cannot send headers); keep them out of logs."""
+
+    PATTERN = re.compile(r"(access_token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(
+                self.PATTERN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        record.msg = self.PATTERN.sub(r"\1[redacted]", str(record.msg))
+        return True
 
 
 def _is_loopback(host: str) -> bool:

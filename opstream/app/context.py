@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+from opstream.app.metrics import APPEND_LATENCY
 from opstream.events import model as m
 from opstream.events.store import EventStore, Lease
 
@@ -67,7 +68,8 @@ class Context:
 
     async def _append(self, type: str, message: str, details: dict[str, Any]) -> None:
         event = m.NewEvent(type, one_line(message), details)
-        await self.store.append(self.operation_id, [event], lease=self.lease)
+        with APPEND_LATENCY.time():
+            await self.store.append(self.operation_id, [event], lease=self.lease)
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:

@@ -10,16 +10,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from urllib.parse import urlencode
 
+import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
 from opstream.app import inputs
-from opstream.app.documents import events_json
-from opstream.app.operations import JSON
-from opstream.app.services import Services, services
+from opstream.app.auth import Caller
+from opstream.app.documents import events_json, operation_document
+from opstream.app.operations import JSON, json_response, load
+from opstream.app.problems import Forbidden, InvalidRequest
+from opstream.app.services import Services, caller, services
 from opstream.events.catchup import follow_all, follow_operation, wait_for_events, wait_for_feed
-from opstream.events.model import Event
+from opstream.events.model import Event, format_time
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -31,7 +34,7 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def operation_events(request: Request) -> Response:
     svc = services(request)
     operation_id = request.path_params["operation_id"]
-    op = await svc.store.get(operation_id)
+    op = await load(svc, caller(request, stream_token_ok=True), operation_id)
     after = inputs.cursor(request.query_params.get("after"), "after", newest=op.last_seq)
     limit = inputs.integer(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
     max_wait = inputs.wait_seconds(request)
@@ -44,6 +47,7 @@ async def operation_events(request: Request) -> Response:
 
 async def feed_events(request: Request) -> Response:
     svc = services(request)
+    who = _feed_caller(request)
     after = inputs.cursor(request.query_params.get("after"), "after", newest=await svc.store.head())
     limit = inputs.integer(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
     events = await wait_for_feed(
@@ -54,8 +58,16 @@ async def feed_events(request: Request) -> Response:
         max_wait=inputs.wait_seconds(request),
         kind=request.query_params.get("kind") or None,
         operation_id=request.query_params.get("operation") or None,
+        tenant=who.tenant,
     )
     return _page(request, events, len(events) == limit, lambda e: e.position)
+
+
+def _feed_caller(request: Request) -> Caller:
+    who = caller(request, stream_token_ok=True)
+    if not who.may_read_feed():
+        raise Forbidden("this stream token reaches one operation, not the feed")
+    return who
 
 
 def _page(
@@ -64,7 +76,11 @@ def _page(
     headers = {"Cache-Control": "no-cache"}
     if more:
         last = key(events[-1])
-        query = {k: v for k, v in request.query_params.items() if k not in ("after", "wait")}
+        query = {
+            k: v
+            for k, v in request.query_params.items()
+            if k not in ("after", "wait", "access_token")
+        }
         query["after"] = str(last)
         headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
     return Response(events_json(events), 200, headers=headers, media_type=JSON)
@@ -80,31 +96,82 @@ def _stream_cursor(request: Request, newest: int) -> int:
 
 async def operation_stream(request: Request) -> Response:
     svc = services(request)
+    who = caller(request, stream_token_ok=True)
     operation_id = request.path_params["operation_id"]
-    op = await svc.store.get(operation_id)
+    op = await load(svc, who, operation_id)
     after = _stream_cursor(request, op.last_seq)
     if op.is_terminal and after >= op.last_seq:
         # The client has everything: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=204, headers=STREAM_HEADERS)
-    frames = _frames(follow_operation(svc.store, svc.hub, operation_id, after), "seq")
-    return _event_source(svc, frames)
+    start = await svc.store.history_start(operation_id)
+    prelude = b""
+    if start.snapshot is not None and after < start.first_seq - 1:
+        # The events after the client's cursor were compacted away: say where it stands.
+        prelude = _control("snapshot", orjson.dumps(operation_document(start.snapshot)))
+        after = start.first_seq - 1
+    batches = follow_operation(svc.store, svc.hub, operation_id, after)
+    return _event_source(svc, who, _frames(batches, "seq", prelude))
 
 
 async def feed_stream(request: Request) -> Response:
     svc = services(request)
+    who = _feed_caller(request)
     after = _stream_cursor(request, await svc.store.head())
+    prelude = b""
+    compacted = await svc.store.compacted_through()
+    if after < compacted:
+        # Events after the client's cursor were removed by retention: it must re-list.
+        prelude = _control("reset", orjson.dumps({"position": compacted}))
+        after = compacted
     batches = follow_all(
         svc.store,
         svc.hub,
         after,
         kind=request.query_params.get("kind") or None,
         operation_id=request.query_params.get("operation") or None,
+        tenant=who.tenant,
     )
-    return _event_source(svc, _frames(batches, "position"))
+    return _event_source(svc, who, _frames(batches, "position", prelude))
 
 
-async def _frames(batches: AsyncIterator[list[Event]], cursor: str) -> AsyncIterator[bytes]:
-    yield b"retry: %d\n\n" % RETRY_MS
+def _control(event: str, data: bytes) -> bytes:
+    """A frame without ``id:``: it can never move a client's cursor."""
+    return b"event: %s\ndata: %s\n\n" % (event.encode(), data)
+
+
+async def create_stream_token(request: Request) -> Response:
+    """A short-lived token for one operation's stream (or the feed) to put in a URL."""
+    svc = services(request)
+    who = caller(request)
+    body = await inputs.json_body(request, 4096) if await _has_body(request) else {}
+    if not isinstance(body, dict) or set(body) - {"operationId"}:
+        raise InvalidRequest('send {"operationId": "op_..."} or nothing (for the feed)')
+    operation_id = body.get("operationId")
+    if operation_id is not None:
+        if not isinstance(operation_id, str):
+            raise InvalidRequest("operationId must be a string", field="operationId")
+        await load(svc, who, operation_id)
+    token, expires = svc.stream_tokens.issue(who.tenant, operation_id)
+    stream = f"/operations/{operation_id}/events/stream" if operation_id else "/events/stream"
+    document = {
+        "token": token,
+        "expiresAt": format_time(expires * 1000),
+        "operationId": operation_id,
+        "stream": f"{stream}?access_token={token}",
+    }
+    return json_response(document, 201, {"Cache-Control": "no-store"})
+
+
+async def _has_body(request: Request) -> bool:
+    return request.headers.get("content-length", "0") != "0" or "chunked" in request.headers.get(
+        "transfer-encoding", ""
+    )
+
+
+async def _frames(
+    batches: AsyncIterator[list[Event]], cursor: str, prelude: bytes = b""
+) -> AsyncIterator[bytes]:
+    yield b"retry: %d\n\n%s" % (RETRY_MS, prelude)
     async for batch in batches:
         yield b"".join(event.sse_frame(cursor) for event in batch)
 
@@ -113,9 +180,9 @@ def _keep_alive() -> ServerSentEvent:
     return ServerSentEvent(comment="keep-alive")
 
 
-def _event_source(svc: Services, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def _event_source(svc: Services, who: Caller, frames: AsyncIterator[bytes]) -> EventSourceResponse:
     return EventSourceResponse(
-        frames,
+        _counted(svc, who, frames),
         headers=STREAM_HEADERS,
         ping=svc.settings.heartbeat_seconds,
         ping_message_factory=_keep_alive,
@@ -123,3 +190,11 @@ def _event_source(svc: Services, frames: AsyncIterator[bytes]) -> EventSourceRes
         shutdown_event=svc.stopping,
         shutdown_grace_period=SHUTDOWN_GRACE,
     )
+
+
+async def _counted(
+    svc: Services, who: Caller, frames: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    with svc.limits.stream(who.tenant):
+        async for frame in frames:
+            yield frame

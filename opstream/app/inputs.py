@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 
 from opstream.app.problems import InvalidJson, InvalidRequest, PayloadTooLarge
@@ -26,13 +26,54 @@ async def json_body(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return strict_json(b"".join(chunks))
+
+
+def strict_json(body: bytes) -> Any:
+    """JSON that means one thing: UTF-8, no duplicate keys, no NaN or Infinity, integers
+    that fit in 64 bits, nesting a person could write."""
     if not body.strip():
         raise InvalidJson("the body is empty; send a JSON object")
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"the body is not valid JSON: {exc}") from exc
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_int=_bounded_int,
+        )
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJson("the body is nested too deeply") from None
+    except _Refused as exc:
+        raise InvalidJson(str(exc)) from None
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Refused(f"the key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20 or not -(2**63) <= (value := int(text)) < 2**64:
+        raise _Refused("integers must fit in 64 bits")
+    return value
 
 
 def cursor(raw: str | None, name: str, *, newest: int) -> int:

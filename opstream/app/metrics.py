@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
@@ -15,6 +15,12 @@ from opstream.events.store import EventStore
 EVENTS_APPENDED = Counter("opstream_events_appended", "Events this process made durable", ["type"])
 SUBSCRIBERS = Gauge("opstream_live_subscribers", "Open live subscriptions in this process")
 STORE_HEAD = Gauge("opstream_store_head_position", "Highest position this process has seen")
+APPEND_LATENCY = Histogram(
+    "opstream_append_seconds",
+    "From a handler's report to its event being durable (group commit included)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+OPEN_STREAMS = Gauge("opstream_open_streams", "SSE streams this process is serving")
 WEBHOOK_DELIVERIES = Counter(
     "opstream_webhook_deliveries",
     "Webhook attempts by outcome: delivered, failed (to be retried) or given_up",
@@ -29,8 +35,8 @@ WEBHOOK_LATENCY = Histogram(
 )
 
 
-def watch(store: EventStore, hub: Hub) -> None:
-    """Count what the store commits, and sample the hub at scrape time."""
+def watch(store: EventStore, hub: Hub, open_streams: Callable[[], int]) -> None:
+    """Count what the store commits, and sample the hub and the streams at scrape time."""
 
     def on_commit(events: Sequence[Event]) -> None:
         for event in events:
@@ -39,6 +45,7 @@ def watch(store: EventStore, hub: Hub) -> None:
 
     store.add_listener(on_commit)
     SUBSCRIBERS.set_function(lambda: hub.subscriber_count)
+    OPEN_STREAMS.set_function(open_streams)
 
 
 async def endpoint(request: Request) -> Response:

@@ -6,9 +6,12 @@ route of the application appears here, so it cannot fall behind.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from opstream import __version__
+from opstream.app.kinds import Kind
+from opstream.events.fold import STATUSES
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 OPERATION_ID = {
@@ -122,7 +125,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "kind": {"type": "string"},
             "params": {"type": "object"},
-            "callbackUrl": {"type": "string", "format": "uri"},
+            "callbackUrl": {"type": ["string", "null"], "format": "uri"},
         },
         "required": ["kind"],
     },
@@ -154,10 +157,14 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "List operations, newest first",
             "parameters": [
-                _query("status", {"type": "string"}, "only this status"),
+                _query("status", {"enum": list(STATUSES)}, "only this status"),
                 _query("kind", {"type": "string"}, "only this kind"),
                 _query("limit", {"type": "integer", "minimum": 1}, "page size (max 500)"),
-                _query("cursor", {"type": "string"}, "the `next` of the previous page"),
+                _query(
+                    "cursor",
+                    {"type": "string", "pattern": "^op_[0-9A-Z]{26}$"},
+                    "the `next` of the previous page",
+                ),
             ],
             "responses": {
                 "200": _json(
@@ -275,6 +282,41 @@ PATHS: dict[str, Any] = {
             "responses": {"200": SSE, "400": PROBLEM},
         },
     },
+    "/stream-tokens": {
+        "post": {
+            "summary": "A short-lived token for one operation's stream, or the feed, for URLs",
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"operationId": {"type": ["string", "null"]}},
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "token": {"type": "string"},
+                            "expiresAt": {"type": "string"},
+                            "operationId": {"type": ["string", "null"]},
+                            "stream": {"type": "string"},
+                        },
+                        "required": ["token", "expiresAt", "stream"],
+                    },
+                    "the token",
+                ),
+                "400": PROBLEM,
+                "401": PROBLEM,
+                "404": PROBLEM,
+            },
+        }
+    },
     "/kinds": {
         "get": {
             "summary": "Registered kinds and their params schemas",
@@ -307,9 +349,30 @@ PATHS: dict[str, Any] = {
 }
 
 
-def openapi_document() -> dict[str, Any]:
+def new_operation_schema(kinds: Iterable[Kind]) -> dict[str, Any]:
+    """The body of ``POST /operations``: one variant per registered kind, with its params."""
+    variants = [
+        {
+            "type": "object",
+            "properties": {
+                "kind": {"const": kind.name, "description": kind.description},
+                "params": kind.schema,
+                "callbackUrl": {"type": ["string", "null"], "format": "uri"},
+            },
+            "required": ["kind", "params"],
+            "additionalProperties": False,
+        }
+        for kind in kinds
+    ]
+    return {"oneOf": variants} if variants else SCHEMAS["NewOperation"]
+
+
+def openapi_document(kinds: Iterable[Kind] = ()) -> dict[str, Any]:
+    """The API's description; with ``kinds``, the create body spells out each kind's params."""
+    schemas = {**SCHEMAS, "NewOperation": new_operation_schema(kinds)}
     return {
         "openapi": "3.1.0",
+        "security": [{"bearer": []}, {}],
         "info": {
             "title": "opstream",
             "version": __version__,
@@ -317,7 +380,11 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": PATHS,
         "components": {
-            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "streamToken": {"type": "apiKey", "in": "query", "name": "access_token"},
+            },
+            "schemas": schemas,
             "responses": {
                 "Problem": {
                     "description": "an RFC 9457 problem",

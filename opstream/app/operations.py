@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -10,12 +12,14 @@ from starlette.responses import Response
 from ulid import ULID
 
 from opstream.app import inputs
+from opstream.app.auth import Caller
 from opstream.app.documents import (
     etag,
     gone_summary,
     operation_document,
     retry_after,
 )
+from opstream.app.limits import LimitExceeded
 from opstream.app.problems import (
     InvalidParams,
     InvalidRequest,
@@ -24,20 +28,26 @@ from opstream.app.problems import (
     UnknownKind,
     problem_response,
 )
-from opstream.app.services import services
+from opstream.app.services import Services, caller, services
+from opstream.app.ssrf import check_callback_url
 from opstream.events import model as m
 from opstream.events.catchup import wait_for_events
-from opstream.events.errors import OperationGone, SequenceConflict
+from opstream.events.errors import OperationGone, OperationNotFound, SequenceConflict
 from opstream.events.fold import (
     QUEUED,
     RUNNING,
     STATUSES,
     SUCCEEDED,
     Operation,
+    fold,
 )
+from opstream.events.store import Idempotency
 
 JSON = "application/json"
 MAX_CONFLICT_RETRIES = 10
+MAX_IDEMPOTENCY_KEY = 255
+OPERATION_ID = re.compile(r"^op_[0-9A-Z]{26}$")
+ACTIVE = ("queued", "running", "cancelling")
 
 
 def json_response(
@@ -50,8 +60,32 @@ def new_operation_id() -> str:
     return f"op_{ULID()}"
 
 
+async def load(svc: Services, who: Caller, operation_id: str) -> Operation:
+    """The operation, if it exists for this caller: another tenant's is simply not found."""
+    op = await svc.store.get(operation_id)
+    if op.tenant != who.tenant or not who.may_read_operation(operation_id):
+        raise OperationNotFound(operation_id)
+    return op
+
+
+def idempotency_key(request: Request) -> str | None:
+    keys = request.headers.getlist("idempotency-key")
+    if not keys:
+        return None
+    if len(keys) > 1:
+        raise InvalidRequest("send one Idempotency-Key header, not several")
+    key = keys[0].strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidRequest(
+            f"an Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+    return key
+
+
 async def create_operation(request: Request) -> Response:
     svc = services(request)
+    who = caller(request)
+    key = idempotency_key(request)
     body = await inputs.json_body(request, svc.settings.max_body_bytes)
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object with kind and params")
@@ -75,24 +109,57 @@ async def create_operation(request: Request) -> Response:
             f"{first.field}: {first.message}", errors=[e.to_dict() for e in field_errors]
         )
     callback_url = body.get("callbackUrl")
-    if callback_url is not None and (
-        not isinstance(callback_url, str) or not callback_url.startswith(("http://", "https://"))
-    ):
-        raise InvalidRequest("callbackUrl must be an http or https URL", field="callbackUrl")
+    if callback_url is not None:
+        await _check_callback_url(svc, callback_url)
     unknown = sorted(set(body) - {"kind", "params", "callbackUrl"})
     if unknown:
         raise InvalidRequest(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
-    appended = await svc.store.create(new_operation_id(), name, params, callback_url=callback_url)
+    idempotency = None
+    if key is not None:
+        fingerprint = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+        idempotency = Idempotency(key, fingerprint.hexdigest())
+    svc.limits.creating(who.tenant)
+    await _check_in_flight(svc, who)
+    appended = await svc.store.create(
+        new_operation_id(),
+        name,
+        params,
+        callback_url=callback_url,
+        tenant=who.tenant,
+        idempotency=idempotency,
+    )
     op = appended.operation
-    headers = {"Location": f"/operations/{op.id}", "ETag": etag(op), "Retry-After": "1"}
+    headers = {"Location": f"/operations/{op.id}", "Retry-After": "1"}
+    if appended.replayed:
+        # The same response as the first time: the document as it was when created.
+        created = await svc.store.read(op.id, after=0, limit=1)
+        if created and created[0].seq == 1:
+            op = fold(created) or op
+        headers["Idempotent-Replayed"] = "true"
+    headers["ETag"] = etag(op)
     return json_response(operation_document(op), 202, headers)
+
+
+async def _check_in_flight(svc: Services, who: Caller) -> None:
+    """At most ``max_in_flight`` queued or running operations per tenant, counted in the
+    store so that the limit holds across processes."""
+    limit = svc.limits.max_in_flight
+    active = 0
+    for status in ACTIVE:
+        found = await svc.store.list_operations(status=status, tenant=who.tenant, limit=limit)
+        active += len(found)
+        if active >= limit:
+            raise LimitExceeded(f"{limit} operations are already queued or running", 5)
 
 
 async def get_operation(request: Request) -> Response:
     svc = services(request)
+    who = caller(request)
     operation_id = request.path_params["operation_id"]
-    op = await svc.store.get(operation_id)
+    op = await load(svc, who, operation_id)
     max_wait = inputs.wait_seconds(request)
+    if max_wait == 0:
+        svc.limits.polling(who.tenant, operation_id)
     known = _seq_of_etag(request.headers.get("if-none-match"))
     if max_wait > 0 and not op.is_terminal:
         after = op.last_seq if known is None else min(known, op.last_seq)
@@ -139,9 +206,10 @@ def _seq_of_etag(header: str | None) -> int | None:
 async def delete_operation(request: Request) -> Response:
     """Cancel while queued or running (``202``); delete the output once finished (``204``)."""
     svc = services(request)
+    who = caller(request)
     operation_id = request.path_params["operation_id"]
     for _ in range(MAX_CONFLICT_RETRIES):
-        op = await svc.store.get(operation_id)
+        op = await load(svc, who, operation_id)
         if op.is_gone:
             raise OperationGone(f"operation {op.id} was already deleted")
         if op.is_terminal:
@@ -169,7 +237,7 @@ async def delete_operation(request: Request) -> Response:
 
 async def get_result(request: Request) -> Response:
     svc = services(request)
-    op = await svc.store.get(request.path_params["operation_id"])
+    op = await load(svc, caller(request), request.path_params["operation_id"])
     _require_result(op)
     stored = await svc.store.get_result(op.id)
     if stored is None:
@@ -183,9 +251,10 @@ async def get_result(request: Request) -> Response:
 
 async def delete_result(request: Request) -> Response:
     svc = services(request)
+    who = caller(request)
     operation_id = request.path_params["operation_id"]
     for _ in range(MAX_CONFLICT_RETRIES):
-        op = await svc.store.get(operation_id)
+        op = await load(svc, who, operation_id)
         _require_result(op)
         deleted = m.NewEvent(m.RESULT_DELETED, "result deleted", {"scope": "result"})
         try:
@@ -210,16 +279,19 @@ def _require_result(op: Operation) -> None:
 
 async def list_operations(request: Request) -> Response:
     svc = services(request)
+    who = caller(request)
     status = inputs.choice(request, "status", STATUSES)
     kind = request.query_params.get("kind") or None
     limit = inputs.integer(request, "limit", 50, low=1, high=500)
-    before = request.query_params.get("cursor") or None
-    if before is not None and not before.startswith("op_"):
+    before = request.query_params.get("cursor")
+    if before is not None and not OPERATION_ID.match(before):
         raise InvalidRequest("cursor must be the next value of a previous page", field="cursor")
     # The feed position as of this listing: follow /events/stream?after=<position> to keep
     # the list current without missing or repeating anything.
     position = await svc.store.head()
-    ops = await svc.store.list_operations(status=status, kind=kind, limit=limit, before=before)
+    ops = await svc.store.list_operations(
+        status=status, kind=kind, limit=limit, before=before, tenant=who.tenant
+    )
     following = ops[-1].id if len(ops) == limit else None
     # Deleted and expired operations answer 410: they are not listed (a page may run short).
     items = [operation_document(op) for op in ops if not op.is_gone]
@@ -227,5 +299,18 @@ async def list_operations(request: Request) -> Response:
 
 
 async def list_kinds(request: Request) -> Response:
+    caller(request)
     registry = services(request).registry
     return json_response({"items": [k.to_dict() for k in registry]})
+
+
+async def _check_callback_url(svc: Services, url: object) -> None:
+    if not isinstance(url, str):
+        raise InvalidRequest("callbackUrl must be an http or https URL", field="callbackUrl")
+    try:
+        await check_callback_url(url, svc.settings)
+    except ValueError as exc:
+        raise InvalidParams(
+            f"callbackUrl: {exc}",
+            errors=[{"field": "callbackUrl", "pointer": "/callbackUrl", "message": str(exc)}],
+        ) from None

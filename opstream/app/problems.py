@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from opstream.app.auth import Unauthenticated
+from opstream.app.limits import LimitExceeded
 from opstream.events import errors
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,10 @@ class ResultNotReady(Problem):
     status, slug, title = 409, "result-not-ready", "The operation has no result yet"
 
 
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "This token does not reach that resource"
+
+
 class OperationStateConflict(Problem):
     status, slug, title = 409, "operation-state-conflict", "Not possible in the current status"
 
@@ -73,6 +79,11 @@ class OperationStateConflict(Problem):
 DOMAIN_ERRORS: dict[type[errors.OpstreamError], tuple[int, str, str]] = {
     errors.OperationNotFound: (404, "operation-not-found", "No such operation"),
     errors.OperationGone: (410, "operation-gone", "Deleted or expired"),
+    errors.IdempotencyMismatch: (
+        422,
+        "idempotency-key-reused",
+        "This Idempotency-Key was used for a different request",
+    ),
     errors.InvalidCursor: (400, "invalid-cursor", "The cursor is not valid"),
     errors.InvalidTransition: (409, "operation-state-conflict", "Not possible in this status"),
     errors.SequenceConflict: (409, "sequence-conflict", "Someone else wrote first; retry"),
@@ -118,6 +129,22 @@ async def handle_domain_error(request: Request, exc: Exception) -> Response:
     return await handle_unexpected(request, exc)
 
 
+async def handle_unauthenticated(request: Request, exc: Exception) -> Response:
+    return problem_response(
+        401,
+        "unauthenticated",
+        "Authentication required",
+        str(exc),
+        headers={"WWW-Authenticate": 'Bearer realm="opstream"'},
+    )
+
+
+async def handle_limit(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LimitExceeded)
+    headers = {"Retry-After": str(exc.retry_after)}
+    return problem_response(429, "too-many-requests", "Slow down", exc.detail, headers=headers)
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     slug, title = HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
@@ -136,6 +163,8 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     Problem: handle_problem,
+    Unauthenticated: handle_unauthenticated,
+    LimitExceeded: handle_limit,
     errors.OpstreamError: handle_domain_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

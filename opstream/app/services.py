@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 import anyio
 from starlette.requests import Request
 
+from opstream.app.auth import (
+    OPEN_TENANT,
+    Caller,
+    StreamTokens,
+    Tenants,
+    Unauthenticated,
+    bearer_token,
+)
 from opstream.app.kinds import Registry
+from opstream.app.limits import Limits
 from opstream.app.settings import Settings
 from opstream.events.fanout import Hub
 from opstream.events.store import EventStore
@@ -19,6 +28,9 @@ class Services:
     store: EventStore
     hub: Hub
     registry: Registry
+    tenants: Tenants = field(default_factory=Tenants)
+    stream_tokens: StreamTokens = field(default_factory=StreamTokens)
+    limits: Limits = field(default_factory=Limits)
     # Set when the server starts shutting down: open streams end cleanly instead of being cut.
     stopping: anyio.Event = field(default_factory=anyio.Event)
 
@@ -26,3 +38,18 @@ class Services:
 def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
+
+
+def caller(request: Request, *, stream_token_ok: bool = False) -> Caller:
+    """Who the request acts for: a bearer token's tenant, or (on stream and replay routes)
+    a stream token's scope; everyone is the one open tenant when no token is configured."""
+    svc = services(request)
+    if svc.tenants.open:
+        return Caller(OPEN_TENANT)
+    token = bearer_token(request.headers.get("authorization"))
+    if token is not None:
+        return Caller(svc.tenants.authenticate(token))
+    access_token = request.query_params.get("access_token")
+    if stream_token_ok and access_token:
+        return svc.stream_tokens.check(access_token)
+    raise Unauthenticated("send Authorization: Bearer <token>")

@@ -29,6 +29,20 @@ class Settings:
     webhook_connect_seconds: float = 5.0
     webhook_timeout_seconds: float = 10.0
     log_level: str = "info"
+    tokens: str = ""
+    tokens_file: str = ""
+    secret: str = ""
+    stream_token_seconds: int = 300
+    insecure: bool = False
+    result_ttl_seconds: float = 24 * 3600
+    history_ttl_seconds: float = 7 * 24 * 3600
+    tombstone_ttl_seconds: float = 30 * 24 * 3600
+    idempotency_ttl_seconds: float = 24 * 3600
+    sweep_seconds: float = 60.0
+    max_in_flight: int = 1000
+    create_rate: float = 50.0
+    poll_rate: float = 2.0
+    max_streams: int = 1000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -62,6 +76,20 @@ HELP = {
     "webhook_connect_seconds": "webhook DNS and connect timeout",
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning or error",
+    "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
+    "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
+    "secret": "key that signs stream tokens; share it between servers behind one address",
+    "stream_token_seconds": "how long a stream token (for URLs) stays valid",
+    "insecure": "allow running without tokens on a non-loopback address",
+    "result_ttl_seconds": "after an operation ends, its result is kept this long; then 410",
+    "history_ttl_seconds": "after an operation ends, its history is compacted after this",
+    "tombstone_ttl_seconds": "after an operation ends, it is forgotten (404) after this",
+    "idempotency_ttl_seconds": "an Idempotency-Key is remembered this long",
+    "sweep_seconds": "how often the retention sweeper runs",
+    "max_in_flight": "operations a tenant may have queued or running at once",
+    "create_rate": "operations a tenant may create per second (burst: 2 seconds' worth)",
+    "poll_rate": "status requests per second per operation before 429 (long-polls exempt)",
+    "max_streams": "SSE streams a tenant may hold open in one process",
 }
 
 
@@ -71,6 +99,8 @@ def _parse(name: str, raw: str) -> Any:
         return int(raw)
     if kind == "float":
         return float(raw)
+    if kind == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     if kind == "tuple[str, ...]":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw

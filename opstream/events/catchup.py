@@ -59,6 +59,7 @@ async def follow_all(
     *,
     kind: str | None = None,
     operation_id: str | None = None,
+    tenant: str | None = None,
     page: int = PAGE,
 ) -> AsyncIterator[list[Event]]:
     """Batches of the store-wide feed after position ``after``, optionally filtered; ends
@@ -70,7 +71,12 @@ async def follow_all(
             while True:
                 head = await store.head()
                 events = await store.read_all(
-                    after=cursor, until=head, limit=page, kind=kind, operation_id=operation_id
+                    after=cursor,
+                    until=head,
+                    limit=page,
+                    kind=kind,
+                    operation_id=operation_id,
+                    tenant=tenant,
                 )
                 full_page = len(events) == page
                 cursor = events[-1].position if full_page else max(cursor, head)
@@ -82,7 +88,7 @@ async def follow_all(
                 arrived, overflowed = await live.next()
                 merged = merge_by_position(cursor, arrived, contiguous=True)
                 cursor = merged.cursor
-                wanted = [e for e in merged.deliver if _matches(e, kind, operation_id)]
+                wanted = [e for e in merged.deliver if _matches(e, kind, operation_id, tenant)]
                 if wanted:
                     yield wanted
                 if live.closed:
@@ -91,9 +97,11 @@ async def follow_all(
                     break
 
 
-def _matches(event: Event, kind: str | None, operation_id: str | None) -> bool:
-    return (kind is None or event.kind == kind) and (
-        operation_id is None or event.operation_id == operation_id
+def _matches(event: Event, kind: str | None, operation_id: str | None, tenant: str | None) -> bool:
+    return (
+        (kind is None or event.kind == kind)
+        and (operation_id is None or event.operation_id == operation_id)
+        and (tenant is None or event.tenant == tenant)
     )
 
 
@@ -119,6 +127,7 @@ async def wait_for_feed(
     max_wait: float,
     kind: str | None = None,
     operation_id: str | None = None,
+    tenant: str | None = None,
 ) -> list[Event]:
     """The store-wide feed after ``after``; if nothing matches yet, wait up to ``max_wait``."""
     loop = asyncio.get_running_loop()
@@ -126,7 +135,7 @@ async def wait_for_feed(
     with hub.subscribe(None) as live:
         while True:
             events = await store.read_all(
-                after=after, limit=limit, kind=kind, operation_id=operation_id
+                after=after, limit=limit, kind=kind, operation_id=operation_id, tenant=tenant
             )
             remaining = deadline - loop.time()
             if events or remaining <= 0:

@@ -23,12 +23,19 @@ def countdown(client: httpx.Client, steps: int, interval_ms: int, **extra: Any) 
 
 
 def wait_terminal(client: httpx.Client, operation_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The operation's document once it has ended, long-polling (as a polite client does)."""
     deadline = time.monotonic() + timeout
+    etag = None
     while time.monotonic() < deadline:
-        doc: dict[str, Any] = client.get(f"/operations/{operation_id}").json()
+        headers = {"If-None-Match": etag} if etag else {}
+        response = client.get(f"/operations/{operation_id}?wait=5", headers=headers)
+        if response.status_code == 304:
+            continue
+        assert response.status_code in (200, 303), response.text
+        doc: dict[str, Any] = response.json()
         if doc["status"] in ("succeeded", "failed", "cancelled"):
             return doc
-        time.sleep(0.05)
+        etag = response.headers.get("etag")
     raise AssertionError(f"{operation_id} did not finish in {timeout}s")
 
 

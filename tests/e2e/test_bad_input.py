@@ -79,9 +79,12 @@ def test_params_failing_the_schema_are_422_naming_the_field(
     assert str(body["detail"]).startswith(field)
 
 
-def test_bad_callback_url_and_unknown_fields_are_400(client: httpx.Client) -> None:
+def test_bad_callback_urls_are_422_and_unknown_fields_400(client: httpx.Client) -> None:
     base = {"kind": "demo.countdown", "params": {"steps": 1, "intervalMs": 0}}
-    problem(client.post("/operations", json={**base, "callbackUrl": "ftp://x"}), 400)
+    for url in ("ftp://x.test/hook", "http://127.0.0.1/hook", "http://169.254.169.254/"):
+        body = problem(client.post("/operations", json={**base, "callbackUrl": url}), 422)
+        assert body["errors"][0]["field"] == "callbackUrl"  # type: ignore[index]
+    problem(client.post("/operations", json={**base, "callbackUrl": 42}), 400)
     problem(client.post("/operations", json={**base, "colour": "red"}), 400)
 
 
@@ -164,3 +167,29 @@ def test_huge_limits_are_clamped_not_refused(client: httpx.Client) -> None:
     response = client.get(f"/operations/{operation_id}/events?limit=1000000000")
     assert response.status_code == 200 and len(response.json()) == 4
     assert client.get("/operations?limit=1000000000").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"kind": "demo.countdown", "params": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+         "nested"),
+        (b'{"kind": "demo.countdown", "params": {"steps": 1, "intervalMs": 0, "x": "\xff\xfe"}}',
+         "UTF-8"),
+        (b'{"kind": "demo.countdown", "params": {"steps": 1' + b"0" * 40 + b', "intervalMs": 0}}',
+         "64 bits"),
+        (b'{"kind": "demo.countdown", "kind": "demo.report", "params": {}}', "twice"),
+        (b'{"kind": "demo.countdown", "params": {"steps": NaN, "intervalMs": 0}}', "NaN"),
+    ],
+)  # fmt: skip
+def test_hostile_json_is_refused_clearly(client: httpx.Client, content: bytes, reason: str) -> None:
+    body = problem(client.post("/operations", content=content), 400)
+    assert reason in str(body["detail"])
+
+
+@pytest.mark.parametrize("cursor", ["-1", "99999999999999999999", "abc", "1e3", "0x1", "5 5"])
+def test_forged_last_event_ids_are_400(client: httpx.Client, cursor: str) -> None:
+    operation_id = countdown(client, 1, 0)
+    wait_terminal(client, operation_id)
+    for path in (f"/operations/{operation_id}/events/stream", "/events/stream"):
+        problem(client.get(path, headers={"Last-Event-ID": cursor}), 400)
