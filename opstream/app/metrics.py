@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opstream.events.fanout import Hub
+from opstream.events.fold import STATUSES
 from opstream.events.model import Event
 from opstream.events.store import EventStore
 
@@ -21,6 +22,7 @@ APPEND_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 OPEN_STREAMS = Gauge("opstream_open_streams", "SSE streams this process is serving")
+OPERATIONS = Gauge("opstream_operations", "Operations in the store, by status", ["status"])
 WEBHOOK_DELIVERIES = Counter(
     "opstream_webhook_deliveries",
     "Webhook attempts by outcome: delivered, failed (to be retried) or given_up",
@@ -49,4 +51,9 @@ def watch(store: EventStore, hub: Hub, open_streams: Callable[[], int]) -> None:
 
 
 async def endpoint(request: Request) -> Response:
+    # Counted at scrape time (an index-only count), so every process reports the same.
+    store: EventStore = request.app.state.services.store
+    counts = await store.count_operations()
+    for status in STATUSES:
+        OPERATIONS.labels(status).set(counts.get(status, 0))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

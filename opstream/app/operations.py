@@ -144,12 +144,9 @@ async def _check_in_flight(svc: Services, who: Caller) -> None:
     """At most ``max_in_flight`` queued or running operations per tenant, counted in the
     store so that the limit holds across processes."""
     limit = svc.limits.max_in_flight
-    active = 0
-    for status in ACTIVE:
-        found = await svc.store.list_operations(status=status, tenant=who.tenant, limit=limit)
-        active += len(found)
-        if active >= limit:
-            raise LimitExceeded(f"{limit} operations are already queued or running", 5)
+    counts = await svc.store.count_operations(tenant=who.tenant, statuses=ACTIVE)
+    if sum(counts.values()) >= limit:
+        raise LimitExceeded(f"{limit} operations are already queued or running", 5)
 
 
 async def get_operation(request: Request) -> Response:

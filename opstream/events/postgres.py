@@ -155,6 +155,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         INSERT INTO opstream_meta (singleton, compacted_through) VALUES (true, 0);
         """,
     ),
+    (
+        3,
+        # Counting a tenant's operations in flight (the per-tenant limit) without a scan.
+        "CREATE INDEX opstream_operations_by_tenant_status "
+        "ON opstream_operations (tenant, status);",
+    ),
 )
 
 # Advisory lock namespace for migrations ("opst"); the second key is the schema's hash.
@@ -915,6 +921,20 @@ class PostgresStore:
                 *where.params,
             )
         return [load_operation(row[0]) for row in rows]
+
+    async def count_operations(
+        self, *, tenant: str | None = None, statuses: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        where = _Where()
+        where.equal("tenant", tenant)
+        if statuses is not None:
+            where.add("status = ANY({})", list(statuses))
+        with _translate_errors():
+            rows = await self._pool_or_raise().fetch(
+                f"SELECT status, count(*) FROM opstream_operations {where.sql()} GROUP BY status",
+                *where.params,
+            )
+        return {str(row[0]): int(row[1]) for row in rows}
 
     async def read(self, operation_id: str, *, after: int = 0, limit: int = 100) -> list[m.Event]:
         with _translate_errors():

@@ -135,6 +135,11 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         INSERT INTO meta (singleton, compacted_through) VALUES (1, 0);
         """,
     ),
+    (
+        2,
+        # Counting a tenant's operations in flight (the per-tenant limit) without a scan.
+        "CREATE INDEX operations_by_tenant_status ON operations (tenant, status);",
+    ),
 )
 
 EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details, tenant"
@@ -766,6 +771,22 @@ class SQLiteStore:
                 (*params, limit),
             )
         return [load_operation(row[0]) for row in rows]
+
+    async def count_operations(
+        self, *, tenant: str | None = None, statuses: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        clauses, params = _filters(("tenant", tenant))
+        if statuses is not None:
+            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with _translate_errors():
+            rows = await _all(
+                self._read_conn(),
+                f"SELECT status, count(*) FROM operations {where} GROUP BY status",
+                params,
+            )
+        return {str(status): int(count) for status, count in rows}
 
     async def read(self, operation_id: str, *, after: int = 0, limit: int = 100) -> list[m.Event]:
         with _translate_errors():

@@ -151,6 +151,12 @@ class EventStore(Protocol):
         """Operations newest first, optionally only those older than the id ``before``
         (and only ``tenant``'s, when given)."""
 
+    async def count_operations(
+        self, *, tenant: str | None = None, statuses: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        """How many operations are in each status (only ``statuses``, only ``tenant``'s,
+        when given); statuses with none are left out."""
+
     async def read(self, operation_id: str, *, after: int = 0, limit: int = 100) -> list[Event]:
         """The operation's events with ``seq > after``, oldest first."""
 

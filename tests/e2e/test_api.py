@@ -301,6 +301,9 @@ def test_metrics_and_health(client: httpx.Client) -> None:
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert 'opstream_events_appended_total{type="OperationQueued"}' in metrics.text
+    assert 'opstream_operations{status="queued"}' in metrics.text
+    assert "opstream_append_seconds_bucket" in metrics.text
+    assert "opstream_open_streams" in metrics.text
 
 
 def test_the_dashboard_is_served(client: httpx.Client) -> None:

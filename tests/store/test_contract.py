@@ -257,3 +257,16 @@ async def test_a_closed_store_refuses_work(store_factory: StoreFactory) -> None:
     await store.close()
     with pytest.raises(StoreClosed):
         await store.create("op_1", KIND, {})
+
+
+async def test_count_operations_by_status_and_tenant(store: EventStore) -> None:
+    await store.create("op_1", KIND, {}, tenant="acme")
+    await store.create("op_2", KIND, {}, tenant="acme")
+    await store.create("op_3", KIND, {}, tenant="beta")
+    await store.append(
+        "op_2", [m.NewEvent(m.CANCELLATION_REQUESTED), m.NewEvent(m.OPERATION_CANCELLED)]
+    )
+    assert await store.count_operations() == {QUEUED: 2, CANCELLED: 1}
+    assert await store.count_operations(tenant="acme") == {QUEUED: 1, CANCELLED: 1}
+    assert await store.count_operations(tenant="acme", statuses=[QUEUED, RUNNING]) == {QUEUED: 1}
+    assert await store.count_operations(tenant="nobody") == {}
