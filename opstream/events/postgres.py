@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
@@ -61,6 +60,7 @@ from opstream.events.store import (
     StoredResult,
     Swept,
 )
+from opstream.events.writes import Append, Task, creation, settle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -178,34 +178,6 @@ DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, Timeout
 RETRYABLE = (asyncpg.PostgresError,)
 
 
-@dataclass(eq=False)
-class _Append:
-    """One caller's append, waiting for the writer to commit it."""
-
-    operation_id: str
-    events: Sequence[m.NewEvent]
-    expected_seq: int | None = None
-    lease: Lease | None = None
-    result: StoredResult | None = None
-    create_kind: str | None = None
-    tenant: str = ""  # a create's
-    idempotency: Idempotency | None = None  # a create's
-    claim: tuple[str, int] | None = None  # (owner, lease expiry) taken by this append
-    future: asyncio.Future[Appended] = field(default_factory=lambda: _new_future())
-
-
-@dataclass(eq=False)
-class _Task:
-    """Any other write: a function run in a transaction of its own."""
-
-    run: Callable[[Any], Awaitable[Any]]
-    future: asyncio.Future[Any] = field(default_factory=lambda: _new_future())
-
-
-def _new_future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
-
-
 @contextlib.contextmanager
 def _translate_errors() -> Iterator[None]:
     """Driver errors become ``StoreError`` at this boundary; ours pass through."""
@@ -233,7 +205,7 @@ class PostgresStore:
         self._listen_task: asyncio.Task[None] | None = None
         self._channel = "opstream"
         self._changed = asyncio.Event()
-        self._queue: asyncio.Queue[_Append | _Task | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Append | Task | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
 
@@ -403,12 +375,13 @@ class PostgresStore:
         tenant: str = "",
         idempotency: Idempotency | None = None,
     ) -> Appended:
-        details: dict[str, Any] = {"kind": kind, "params": params}
-        if callback_url is not None:
-            details["callbackUrl"] = callback_url
-        queued = m.NewEvent(m.OPERATION_QUEUED, "queued", details)
-        job = _Append(
-            operation_id, [queued], create_kind=kind, tenant=tenant, idempotency=idempotency
+        job = creation(
+            operation_id,
+            kind,
+            params,
+            callback_url=callback_url,
+            tenant=tenant,
+            idempotency=idempotency,
         )
         return await self._submit(job)
 
@@ -421,7 +394,7 @@ class PostgresStore:
         lease: Lease | None = None,
         result: StoredResult | None = None,
     ) -> Appended:
-        job = _Append(operation_id, events, expected_seq=expected_seq, lease=lease, result=result)
+        job = Append(operation_id, events, expected_seq=expected_seq, lease=lease, result=result)
         return await self._submit(job)
 
     async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
@@ -441,7 +414,7 @@ class PostgresStore:
             current = _current(row)
             attempt = current.operation.attempt + 1
             started = m.NewEvent(m.OPERATION_STARTED, "started", {"attempt": attempt})
-            job = _Append(current.operation.id, [started], claim=(owner, row["now"] + lease_ms))
+            job = Append(current.operation.id, [started], claim=(owner, row["now"] + lease_ms))
             [(_, outcome)] = await self._write_appends(conn, [job], {current.operation.id: current})
             if isinstance(outcome, Exception):
                 raise outcome
@@ -480,7 +453,7 @@ class PostgresStore:
                 assert current.lease_owner is not None
                 lease = Lease(operation.id, current.lease_owner, operation.attempt)
                 events = recovery_events(operation, max_attempts)
-                jobs.append(_Append(operation.id, events, lease=lease))
+                jobs.append(Append(operation.id, events, lease=lease))
             outcomes = await self._write_appends(conn, jobs, currents)
             return [
                 event
@@ -535,7 +508,7 @@ class PostgresStore:
             current = _current(row)
             currents[current.operation.id] = current
             expired = m.NewEvent(m.OPERATION_EXPIRED, "expired: the retention period is over")
-            jobs.append(_Append(current.operation.id, [expired]))
+            jobs.append(Append(current.operation.id, [expired]))
         outcomes = await self._write_appends(conn, jobs, currents)
         events: list[m.Event] = []
         for job, outcome in outcomes:
@@ -623,14 +596,14 @@ class PostgresStore:
             )
         return Swept([], compacted=len(compact), forgotten=len(forget), keys=keys)
 
-    async def _submit(self, job: _Append) -> Appended:
+    async def _submit(self, job: Append) -> Appended:
         self._check_open()
         await self._queue.put(job)
         return await job.future
 
     async def _run_task(self, run: Callable[[Any], Awaitable[T]]) -> T:
         self._check_open()
-        task = _Task(run)
+        task = Task(run)
         await self._queue.put(task)
         result: T = await task.future
         return result
@@ -646,16 +619,16 @@ class PostgresStore:
             job = await self._queue.get()
             if job is None:
                 break
-            pending: list[_Append | _Task] = [job]
+            pending: list[Append | Task] = [job]
             while len(pending) < MAX_BATCH and not self._queue.empty():
                 more = self._queue.get_nowait()
                 if more is None:
                     stopping = True
                     break
                 pending.append(more)
-            appends: list[_Append] = []
+            appends: list[Append] = []
             for item in pending:
-                if isinstance(item, _Append):
+                if isinstance(item, Append):
                     appends.append(item)
                     continue
                 await self._commit_appends(appends)
@@ -663,7 +636,7 @@ class PostgresStore:
                 await self._commit_task(item)
             await self._commit_appends(appends)
 
-    async def _commit_appends(self, appends: list[_Append]) -> None:
+    async def _commit_appends(self, appends: list[Append]) -> None:
         """Write ``appends`` in one transaction; answer callers after COMMIT.
 
         If the database refuses the batch (a deadlock, a duplicate id created by another
@@ -681,32 +654,32 @@ class PostgresStore:
                 for job in appends:
                     await self._commit_appends([job])
                 return
-            _settle(appends[0].future, StoreError(f"append not committed: {exc}"))
+            settle(appends[0].future, StoreError(f"append not committed: {exc}"))
             return
         except Exception as exc:
             for job in appends:
-                _settle(job.future, StoreError(f"append not committed: {exc}"))
+                settle(job.future, StoreError(f"append not committed: {exc}"))
             return
         committed: list[m.Event] = []
         for job, outcome in outcomes:
             if isinstance(outcome, Appended):
                 committed.extend(outcome.events)
-            _settle(job.future, outcome)
+            settle(job.future, outcome)
         self._announce(committed)
 
-    async def _commit_task(self, task: _Task) -> None:
+    async def _commit_task(self, task: Task) -> None:
         try:
             with _translate_errors():
                 value = await self._in_transaction(task.run)
         except Exception as exc:
-            _settle(task.future, exc)
+            settle(task.future, exc)
             return
         committed: list[m.Event] = []
         if isinstance(value, Appended | Swept):
             committed.extend(value.events)
         elif isinstance(value, list):
             committed.extend(item for item in value if isinstance(item, m.Event))
-        _settle(task.future, value)
+        settle(task.future, value)
         self._announce(committed)
 
     async def _in_transaction(self, run: Callable[[Any], Awaitable[T]]) -> T:
@@ -726,8 +699,8 @@ class PostgresStore:
                 log.exception("commit listener failed")
 
     async def _write_appends(
-        self, conn: Any, jobs: list[_Append], currents: dict[str, Current] | None
-    ) -> list[tuple[_Append, Appended | OpstreamError]]:
+        self, conn: Any, jobs: list[Append], currents: dict[str, Current] | None
+    ) -> list[tuple[Append, Appended | OpstreamError]]:
         """Plan and write ``jobs`` inside the open transaction.
 
         Operation rows are locked first (in id order, so two batches cannot deadlock), then
@@ -738,7 +711,7 @@ class PostgresStore:
             currents = await self._lock_currents(conn, sorted({job.operation_id for job in jobs}))
         keys = KeyBook(await self._load_keys(conn, jobs))
         now: int = await conn.fetchval(f"SELECT {NOW_MS}")
-        outcomes: list[tuple[_Append, Appended | OpstreamError]] = []
+        outcomes: list[tuple[Append, Appended | OpstreamError]] = []
         due_changed: dict[str, bool] = {}
         count = 0
         for job in jobs:
@@ -780,7 +753,7 @@ class PostgresStore:
             "UPDATE opstream_head SET position = position + $1 RETURNING position", count
         )
         offset = head - count
-        placed: list[tuple[_Append, Appended | OpstreamError]] = []
+        placed: list[tuple[Append, Appended | OpstreamError]] = []
         events_rows: list[tuple[Any, ...]] = []
         operation_rows: dict[str, tuple[Any, ...]] = {}
         result_rows: list[tuple[str, str, bytes]] = []
@@ -851,7 +824,7 @@ class PostgresStore:
         await conn.execute("SELECT pg_notify($1, $2)", self._channel, str(head))
         return placed
 
-    async def _load_keys(self, conn: Any, jobs: list[_Append]) -> dict[tuple[str, str], StoredKey]:
+    async def _load_keys(self, conn: Any, jobs: list[Append]) -> dict[tuple[str, str], StoredKey]:
         """The stored idempotency keys that the creates among ``jobs`` come with."""
         wanted = sorted(
             {(j.tenant, j.idempotency.key) for j in jobs if j.idempotency and j.create_kind}
@@ -1043,16 +1016,6 @@ class _Where:
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    """Answer a waiting caller, unless it stopped waiting (its task was cancelled)."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 def _current(row: Any) -> Current:

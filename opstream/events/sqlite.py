@@ -14,7 +14,6 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +48,7 @@ from opstream.events.store import (
     StoredResult,
     Swept,
 )
+from opstream.events.writes import Append, Task, creation, settle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,34 +160,6 @@ def database_path(url: str) -> str:
     return url[len(prefix) :] or ":memory:"
 
 
-@dataclass(eq=False)
-class _Append:
-    """One caller's append, waiting for the writer to commit it."""
-
-    operation_id: str
-    events: Sequence[m.NewEvent]
-    expected_seq: int | None = None
-    lease: Lease | None = None
-    result: StoredResult | None = None
-    create_kind: str | None = None
-    tenant: str = ""  # a create's
-    idempotency: Idempotency | None = None  # a create's
-    claim: tuple[str, int] | None = None  # (owner, lease expiry) taken by this append
-    future: asyncio.Future[Appended] = field(default_factory=lambda: _new_future())
-
-
-@dataclass(eq=False)
-class _Task:
-    """Any other write: a function run in a transaction of its own on the write connection."""
-
-    run: Callable[[aiosqlite.Connection], Awaitable[Any]]
-    future: asyncio.Future[Any] = field(default_factory=lambda: _new_future())
-
-
-def _new_future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
-
-
 @contextlib.contextmanager
 def _translate_errors() -> Iterator[None]:
     """Driver errors become ``StoreError`` at this boundary; ours pass through."""
@@ -207,7 +179,7 @@ class SQLiteStore:
         self.synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Append | _Task | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Append | Task | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
 
@@ -273,12 +245,13 @@ class SQLiteStore:
         tenant: str = "",
         idempotency: Idempotency | None = None,
     ) -> Appended:
-        details: dict[str, Any] = {"kind": kind, "params": params}
-        if callback_url is not None:
-            details["callbackUrl"] = callback_url
-        queued = m.NewEvent(m.OPERATION_QUEUED, "queued", details)
-        job = _Append(
-            operation_id, [queued], create_kind=kind, tenant=tenant, idempotency=idempotency
+        job = creation(
+            operation_id,
+            kind,
+            params,
+            callback_url=callback_url,
+            tenant=tenant,
+            idempotency=idempotency,
         )
         return await self._submit(job)
 
@@ -291,7 +264,7 @@ class SQLiteStore:
         lease: Lease | None = None,
         result: StoredResult | None = None,
     ) -> Appended:
-        job = _Append(operation_id, events, expected_seq=expected_seq, lease=lease, result=result)
+        job = Append(operation_id, events, expected_seq=expected_seq, lease=lease, result=result)
         return await self._submit(job)
 
     async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
@@ -311,7 +284,7 @@ class SQLiteStore:
             operation = load_operation(row[1])
             attempt = operation.attempt + 1
             started = m.NewEvent(m.OPERATION_STARTED, "started", {"attempt": attempt})
-            job = _Append(operation.id, [started], claim=(owner, m.now_ms() + lease_ms))
+            job = Append(operation.id, [started], claim=(owner, m.now_ms() + lease_ms))
             [(_, outcome)] = await self._write_appends(
                 conn, [job], {operation.id: Current(operation, row[2])}
             )
@@ -352,7 +325,7 @@ class SQLiteStore:
                 currents[operation_id] = Current(operation, owner, expires)
                 lease = Lease(operation_id, owner, operation.attempt)
                 events = recovery_events(operation, max_attempts)
-                jobs.append(_Append(operation_id, events, lease=lease))
+                jobs.append(Append(operation_id, events, lease=lease))
             outcomes = await self._write_appends(conn, jobs, currents)
             return [
                 event
@@ -425,7 +398,7 @@ class SQLiteStore:
         for operation_id, state, owner, expires in rows:
             currents[operation_id] = Current(load_operation(state), owner, expires)
             expired = m.NewEvent(m.OPERATION_EXPIRED, "expired: the retention period is over")
-            jobs.append(_Append(operation_id, [expired]))
+            jobs.append(Append(operation_id, [expired]))
         outcomes = await self._write_appends(conn, jobs, currents)
         events: list[m.Event] = []
         for job, outcome in outcomes:
@@ -500,14 +473,14 @@ class SQLiteStore:
         await conn.execute(f"DELETE FROM operations WHERE id IN ({marks})", ids)
         return len(ids), keys, removed
 
-    async def _submit(self, job: _Append) -> Appended:
+    async def _submit(self, job: Append) -> Appended:
         self._check_open()
         await self._queue.put(job)
         return await job.future
 
     async def _run_task(self, run: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         self._check_open()
-        task = _Task(run)
+        task = Task(run)
         await self._queue.put(task)
         result: T = await task.future
         return result
@@ -525,16 +498,16 @@ class SQLiteStore:
             job = await self._queue.get()
             if job is None:
                 break
-            pending: list[_Append | _Task] = [job]
+            pending: list[Append | Task] = [job]
             while len(pending) < MAX_BATCH and not self._queue.empty():
                 more = self._queue.get_nowait()
                 if more is None:
                     stopping = True
                     break
                 pending.append(more)
-            appends: list[_Append] = []
+            appends: list[Append] = []
             for item in pending:
-                if isinstance(item, _Append):
+                if isinstance(item, Append):
                     appends.append(item)
                     continue
                 await self._in_transaction(conn, appends, None)
@@ -543,7 +516,7 @@ class SQLiteStore:
             await self._in_transaction(conn, appends, None)
 
     async def _in_transaction(
-        self, conn: aiosqlite.Connection, appends: list[_Append], task: _Task | None
+        self, conn: aiosqlite.Connection, appends: list[Append], task: Task | None
     ) -> None:
         """Run ``appends`` (and/or ``task``) in one transaction; answer callers after COMMIT."""
         if not appends and task is None:
@@ -560,21 +533,21 @@ class SQLiteStore:
                     raise
         except Exception as exc:
             if task is not None:
-                _settle(task.future, exc)
+                settle(task.future, exc)
             for job in appends:
-                _settle(job.future, StoreError(f"append not committed: {exc}"))
+                settle(job.future, StoreError(f"append not committed: {exc}"))
             return
         committed: list[m.Event] = []
         for job, outcome in outcomes:
             if isinstance(outcome, Appended):
                 committed.extend(outcome.events)
-            _settle(job.future, outcome)
+            settle(job.future, outcome)
         if task is not None:
             if isinstance(value, Appended | Swept):
                 committed.extend(value.events)
             elif isinstance(value, list):
                 committed.extend(item for item in value if isinstance(item, m.Event))
-            _settle(task.future, value)
+            settle(task.future, value)
         self._announce(committed)
 
     def _announce(self, events: list[m.Event]) -> None:
@@ -590,9 +563,9 @@ class SQLiteStore:
     async def _write_appends(
         self,
         conn: aiosqlite.Connection,
-        jobs: list[_Append],
+        jobs: list[Append],
         currents: dict[str, Current] | None,
-    ) -> list[tuple[_Append, Appended | OpstreamError]]:
+    ) -> list[tuple[Append, Appended | OpstreamError]]:
         """Plan and write ``jobs`` inside the open transaction.
 
         A job that is refused writes nothing and does not disturb the others; its error is
@@ -604,7 +577,7 @@ class SQLiteStore:
         keys = KeyBook(await self._load_keys(conn, jobs))
         position = await self._head(conn)
         now = m.now_ms()
-        outcomes: list[tuple[_Append, Appended | OpstreamError]] = []
+        outcomes: list[tuple[Append, Appended | OpstreamError]] = []
         events_rows: list[tuple[Any, ...]] = []
         operation_rows: dict[str, tuple[Any, ...]] = {}
         result_rows: list[tuple[str, str, bytes]] = []
@@ -691,7 +664,7 @@ class SQLiteStore:
         return outcomes
 
     async def _load_keys(
-        self, conn: aiosqlite.Connection, jobs: list[_Append]
+        self, conn: aiosqlite.Connection, jobs: list[Append]
     ) -> dict[tuple[str, str], StoredKey]:
         """The stored idempotency keys that the creates among ``jobs`` come with."""
         wanted = sorted(
@@ -868,16 +841,6 @@ class SQLiteStore:
         """SQLite's query plan for ``sql``: for benchmarks that prove there is no full scan."""
         rows = await _all(self._read_conn(), f"EXPLAIN QUERY PLAN {sql}", params)
         return [str(row[-1]) for row in rows]
-
-
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    """Answer a waiting caller, unless it stopped waiting (its task was cancelled)."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 def _filters(*pairs: tuple[str, str | None]) -> tuple[list[str], list[Any]]:

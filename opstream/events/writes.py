@@ -1,0 +1,71 @@
+"""The writes a backend's writer task commits, shared by every backend.
+
+Callers put an ``Append`` (or a ``Task`` for any other write) on the writer's queue and await
+its future; the writer commits a batch and then settles each future with its outcome, so a
+caller is answered only once its events are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opstream.events import model as m
+from opstream.events.store import Appended, Idempotency, Lease, StoredResult
+
+
+def _new_future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass(eq=False)
+class Append:
+    """One caller's append, waiting for the writer to commit it."""
+
+    operation_id: str
+    events: Sequence[m.NewEvent]
+    expected_seq: int | None = None
+    lease: Lease | None = None
+    result: StoredResult | None = None
+    create_kind: str | None = None
+    tenant: str = ""  # a create's
+    idempotency: Idempotency | None = None  # a create's
+    claim: tuple[str, int] | None = None  # (owner, lease expiry) taken by this append
+    future: asyncio.Future[Appended] = field(default_factory=_new_future)
+
+
+@dataclass(eq=False)
+class Task:
+    """Any other write: a function run in a transaction of its own on a write connection."""
+
+    run: Callable[[Any], Awaitable[Any]]
+    future: asyncio.Future[Any] = field(default_factory=_new_future)
+
+
+def creation(
+    operation_id: str,
+    kind: str,
+    params: dict[str, object],
+    *,
+    callback_url: str | None,
+    tenant: str,
+    idempotency: Idempotency | None,
+) -> Append:
+    """The append that starts a history: ``OperationQueued`` with what the operation is."""
+    details: dict[str, Any] = {"kind": kind, "params": params}
+    if callback_url is not None:
+        details["callbackUrl"] = callback_url
+    queued = m.NewEvent(m.OPERATION_QUEUED, "queued", details)
+    return Append(operation_id, [queued], create_kind=kind, tenant=tenant, idempotency=idempotency)
+
+
+def settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Answer a waiting caller, unless it stopped waiting (its task was cancelled)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
