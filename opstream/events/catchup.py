@@ -37,6 +37,7 @@ async def follow_operation(
                         return
                 if len(events) < page:
                     break
+            events = []  # an idle stream must not keep its last page alive
             # Live, until something is missing.
             while True:
                 arrived, overflowed = await live.next()
@@ -84,6 +85,7 @@ async def follow_all(
                     yield events
                 if not full_page:
                     break
+            events = []  # an idle stream must not keep its last page alive
             while True:
                 arrived, overflowed = await live.next()
                 merged = merge_by_position(cursor, arrived, contiguous=True)

@@ -158,8 +158,10 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         3,
         # Counting a tenant's operations in flight (the per-tenant limit) without a scan.
-        "CREATE INDEX opstream_operations_by_tenant_status "
-        "ON opstream_operations (tenant, status);",
+        """
+        CREATE INDEX opstream_operations_by_tenant_status ON opstream_operations (tenant, status);
+        CREATE INDEX opstream_events_by_operation ON opstream_events (operation_id, position);
+        """,
     ),
 )
 

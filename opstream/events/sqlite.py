@@ -137,8 +137,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
     (
         2,
-        # Counting a tenant's operations in flight (the per-tenant limit) without a scan.
-        "CREATE INDEX operations_by_tenant_status ON operations (tenant, status);",
+        # Counting a tenant's operations in flight (the per-tenant limit) without a scan;
+        # the feed filtered to one operation (?operation=) without sorting its history.
+        """
+        CREATE INDEX operations_by_tenant_status ON operations (tenant, status);
+        CREATE INDEX events_by_operation ON events (operation_id, position);
+        """,
     ),
 )
 
@@ -934,15 +938,17 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         raise
 
 
-async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
-    async with conn.execute(sql, params) as cursor:
-        row: sqlite3.Row | None = await cursor.fetchone()
+# One thread hop per query (execute_fetchall), not three (execute, fetch, close): under
+# load each hop waits for a turn of the event loop (bench/RESULTS.md, finding 3).
+async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
+    rows = await conn.execute_fetchall(sql, params)
+    for row in rows:
         return row
+    return None
 
 
 async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    async with conn.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
+    return list(await conn.execute_fetchall(sql, params))
 
 
 async def _delete_returning_count(
