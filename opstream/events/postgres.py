@@ -60,7 +60,7 @@ from opstream.events.store import (
     StoredResult,
     Swept,
 )
-from opstream.events.writes import Append, Task, creation, settle
+from opstream.events.writes import Append, Task, creation, outcome_of, settle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -601,13 +601,14 @@ class PostgresStore:
     async def _submit(self, job: Append) -> Appended:
         self._check_open()
         await self._queue.put(job)
-        return await job.future
+        appended: Appended = await outcome_of(job.future)
+        return appended
 
     async def _run_task(self, run: Callable[[Any], Awaitable[T]]) -> T:
         self._check_open()
         task = Task(run)
         await self._queue.put(task)
-        result: T = await task.future
+        result: T = await outcome_of(task.future)
         return result
 
     def _check_open(self) -> None:

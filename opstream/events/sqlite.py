@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,7 +49,7 @@ from opstream.events.store import (
     StoredResult,
     Swept,
 )
-from opstream.events.writes import Append, Task, creation, settle
+from opstream.events.writes import Append, Task, creation, outcome_of, settle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,6 +155,7 @@ MAX_PARAMS = 500
 # Appends waiting beyond this many are left for the next commit, bounding one transaction.
 MAX_BATCH = 2000
 WATCH_INTERVAL = 0.05
+HEAD_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
 
 
 def database_path(url: str) -> str:
@@ -181,7 +183,10 @@ class SQLiteStore:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = str(path)
         self.synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
+        # Writes run on one thread of their own, on a plain sqlite3 connection, a whole
+        # transaction per call: one thread hop per commit instead of one per statement.
+        self._executor: ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[Append | Task | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
@@ -198,23 +203,46 @@ class SQLiteStore:
             return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with _translate_errors():
-            writer = await self._connect()
-            try:
-                await writer.executescript(SCHEMA)
-                await _migrate(writer)
-                self._reader = await self._connect()
-            except BaseException:
-                await writer.close()
-                raise
-            self._writer = writer
+        executor = ThreadPoolExecutor(1, thread_name_prefix="opstream-sqlite-writer")
+        loop = asyncio.get_running_loop()
+        try:
+            with _translate_errors():
+                writer = await loop.run_in_executor(executor, self._open_writer)
+                try:
+                    self._reader = await self._connect()
+                except BaseException:
+                    await loop.run_in_executor(executor, writer.close)
+                    raise
+        except BaseException:
+            executor.shutdown()
+            raise
+        self._executor, self._writer = executor, writer
         self._writer_task = asyncio.create_task(self._write_loop(), name="opstream-sqlite-writer")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """On the writer thread: connect, create the schema, apply migrations."""
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            for pragma in self._pragmas():
+                conn.execute(pragma)
+            conn.executescript(SCHEMA)
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _pragmas(self) -> list[str]:
+        return [
+            "PRAGMA busy_timeout = 10000",
+            "PRAGMA journal_mode = WAL",
+            f"PRAGMA synchronous = {self.synchronous}",
+        ]
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        for pragma in self._pragmas():
+            await conn.execute(pragma)
         return conn
 
     async def close(self) -> None:
@@ -222,10 +250,12 @@ class SQLiteStore:
             await self._queue.put(None)
             await self._writer_task
             self._writer_task = None
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+        if self._executor is not None and self._writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._writer.close)
+            self._executor.shutdown()
+        self._reader = self._writer = self._executor = None
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
@@ -275,9 +305,9 @@ class SQLiteStore:
         if not kinds:
             return None
 
-        async def run(conn: aiosqlite.Connection) -> Appended | None:
+        def run(conn: sqlite3.Connection) -> Appended | None:
             marks = ",".join("?" * len(kinds))
-            row = await _one(
+            row = _one_now(
                 conn,
                 f"SELECT id, state, lease_owner FROM operations WHERE status = ? "
                 f"AND kind IN ({marks}) ORDER BY id LIMIT 1",
@@ -289,7 +319,7 @@ class SQLiteStore:
             attempt = operation.attempt + 1
             started = m.NewEvent(m.OPERATION_STARTED, "started", {"attempt": attempt})
             job = Append(operation.id, [started], claim=(owner, m.now_ms() + lease_ms))
-            [(_, outcome)] = await self._write_appends(
+            [(_, outcome)] = self._write_appends(
                 conn, [job], {operation.id: Current(operation, row[2])}
             )
             if isinstance(outcome, Exception):
@@ -299,14 +329,14 @@ class SQLiteStore:
         return await self._run_task(run)
 
     async def renew(self, lease: Lease, lease_ms: int) -> Operation:
-        async def run(conn: aiosqlite.Connection) -> Operation:
-            cursor = await conn.execute(
+        def run(conn: sqlite3.Connection) -> Operation:
+            cursor = conn.execute(
                 "UPDATE operations SET lease_expires_at = ? "
                 "WHERE id = ? AND lease_owner = ? AND attempt = ? RETURNING state",
                 (m.now_ms() + lease_ms, lease.operation_id, lease.owner, lease.attempt),
             )
-            row = await cursor.fetchone()
-            await cursor.close()
+            row = cursor.fetchone()
+            cursor.close()
             if row is None:
                 raise LeaseLost(f"operation {lease.operation_id}: lease is no longer held")
             return load_operation(row[0])
@@ -315,8 +345,8 @@ class SQLiteStore:
         return operation
 
     async def recover(self, max_attempts: int, limit: int = 100) -> list[m.Event]:
-        async def run(conn: aiosqlite.Connection) -> list[m.Event]:
-            rows = await _all(
+        def run(conn: sqlite3.Connection) -> list[m.Event]:
+            rows = _all_now(
                 conn,
                 "SELECT id, state, lease_owner, lease_expires_at FROM operations "
                 "WHERE lease_owner IS NOT NULL AND lease_expires_at < ? "
@@ -330,7 +360,7 @@ class SQLiteStore:
                 lease = Lease(operation_id, owner, operation.attempt)
                 events = recovery_events(operation, max_attempts)
                 jobs.append(Append(operation_id, events, lease=lease))
-            outcomes = await self._write_appends(conn, jobs, currents)
+            outcomes = self._write_appends(conn, jobs, currents)
             return [
                 event
                 for _, outcome in outcomes
@@ -345,16 +375,16 @@ class SQLiteStore:
         """The due operations, as ``get`` answers them (their ``webhook_due_at`` is the due
         time of the history, not the lease: the lease lives in the index column only)."""
 
-        async def run(conn: aiosqlite.Connection) -> list[Operation]:
+        def run(conn: sqlite3.Connection) -> list[Operation]:
             now = m.now_ms()
-            rows = await _all(
+            rows = _all_now(
                 conn,
                 "SELECT id, state FROM operations "
                 "WHERE webhook_due_at IS NOT NULL AND webhook_due_at <= ? "
                 "ORDER BY webhook_due_at, id LIMIT ?",
                 (now, limit),
             )
-            await conn.executemany(
+            conn.executemany(
                 "UPDATE operations SET webhook_due_at = ? WHERE id = ?",
                 [(now + lease_ms, row[0]) for row in rows],
             )
@@ -368,20 +398,20 @@ class SQLiteStore:
         ``OperationExpired`` events it appends are announced to the listeners like every
         append (callers must not announce ``Swept.events`` again)."""
 
-        async def run(conn: aiosqlite.Connection) -> Swept:
+        def run(conn: sqlite3.Connection) -> Swept:
             now = m.now_ms()
-            events = await self._expire(conn, now - retention.result_ms, limit)
-            compacted, removed = await self._compact(conn, now - retention.history_ms, limit)
-            forgotten, keys, more = await self._forget(conn, now - retention.tombstone_ms, limit)
+            events = self._expire(conn, now - retention.result_ms, limit)
+            compacted, removed = self._compact(conn, now - retention.history_ms, limit)
+            forgotten, keys, more = self._forget(conn, now - retention.tombstone_ms, limit)
             removed = max(removed, more)
-            keys += await _delete_returning_count(
+            keys += _delete_returning_count(
                 conn,
                 "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
                 "WHERE created_at <= ? ORDER BY created_at LIMIT ?)",
                 (now - retention.idempotency_ms, limit),
             )
             if removed:
-                await conn.execute(
+                conn.execute(
                     "UPDATE meta SET compacted_through = max(compacted_through, ?)", (removed,)
                 )
             return Swept(events, compacted=compacted, forgotten=forgotten, keys=keys)
@@ -389,9 +419,9 @@ class SQLiteStore:
         swept: Swept = await self._run_task(run)
         return swept
 
-    async def _expire(self, conn: aiosqlite.Connection, cutoff: int, limit: int) -> list[m.Event]:
+    def _expire(self, conn: sqlite3.Connection, cutoff: int, limit: int) -> list[m.Event]:
         """Step 1: ``OperationExpired`` for finished operations past the result period."""
-        rows = await _all(
+        rows = _all_now(
             conn,
             f"SELECT {OPERATION_COLUMNS} FROM operations "
             "WHERE finished_at IS NOT NULL AND expired = 0 AND finished_at <= ? "
@@ -403,7 +433,7 @@ class SQLiteStore:
             currents[operation_id] = Current(load_operation(state), owner, expires)
             expired = m.NewEvent(m.OPERATION_EXPIRED, "expired: the retention period is over")
             jobs.append(Append(operation_id, [expired]))
-        outcomes = await self._write_appends(conn, jobs, currents)
+        outcomes = self._write_appends(conn, jobs, currents)
         events: list[m.Event] = []
         for job, outcome in outcomes:
             if isinstance(outcome, OpstreamError):  # cannot happen to a finished operation
@@ -412,12 +442,10 @@ class SQLiteStore:
             events.extend(outcome.events)
         return events
 
-    async def _compact(
-        self, conn: aiosqlite.Connection, cutoff: int, limit: int
-    ) -> tuple[int, int]:
+    def _compact(self, conn: sqlite3.Connection, cutoff: int, limit: int) -> tuple[int, int]:
         """Step 2: drop the events before the terminal one, keeping their fold as the
         snapshot. Returns (operations compacted, highest position removed)."""
-        rows = await _all(
+        rows = _all_now(
             conn,
             "SELECT id FROM operations "
             "WHERE finished_at IS NOT NULL AND first_seq = 1 AND finished_at <= ? "
@@ -426,7 +454,7 @@ class SQLiteStore:
         )
         removed = 0
         for (operation_id,) in rows:
-            history = await _all(
+            history = _all_now(
                 conn,
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ? ORDER BY seq",
                 (operation_id,),
@@ -435,27 +463,25 @@ class SQLiteStore:
             if snapshot is None:  # no terminal event (cannot happen): nothing to compact
                 log.warning("operation %s: finished without a terminal event", operation_id)
                 continue
-            row = await _one(
+            row = _one_now(
                 conn,
                 "SELECT max(position) FROM events WHERE operation_id = ? AND seq < ?",
                 (operation_id, first_seq),
             )
             removed = max(removed, int(row[0]) if row and row[0] is not None else 0)
-            await conn.execute(
+            conn.execute(
                 "DELETE FROM events WHERE operation_id = ? AND seq < ?", (operation_id, first_seq)
             )
-            await conn.execute(
+            conn.execute(
                 "UPDATE operations SET first_seq = ?, snapshot = ? WHERE id = ?",
                 (first_seq, dump_operation(snapshot), operation_id),
             )
         return len(rows), removed
 
-    async def _forget(
-        self, conn: aiosqlite.Connection, cutoff: int, limit: int
-    ) -> tuple[int, int, int]:
+    def _forget(self, conn: sqlite3.Connection, cutoff: int, limit: int) -> tuple[int, int, int]:
         """Step 3: forget operations past the tombstone period: the row, its events, its
         result and its idempotency keys. Returns (operations, keys, highest position)."""
-        rows = await _all(
+        rows = _all_now(
             conn,
             "SELECT id FROM operations WHERE finished_at IS NOT NULL AND finished_at <= ? "
             "ORDER BY finished_at, id LIMIT ?",
@@ -465,28 +491,29 @@ class SQLiteStore:
             return 0, 0, 0
         ids = [row[0] for row in rows]
         marks = ",".join("?" * len(ids))
-        row = await _one(
+        row = _one_now(
             conn, f"SELECT max(position) FROM events WHERE operation_id IN ({marks})", ids
         )
         removed = int(row[0]) if row and row[0] is not None else 0
-        await conn.execute(f"DELETE FROM events WHERE operation_id IN ({marks})", ids)
-        await conn.execute(f"DELETE FROM results WHERE operation_id IN ({marks})", ids)
-        keys = await _delete_returning_count(
+        conn.execute(f"DELETE FROM events WHERE operation_id IN ({marks})", ids)
+        conn.execute(f"DELETE FROM results WHERE operation_id IN ({marks})", ids)
+        keys = _delete_returning_count(
             conn, f"DELETE FROM idempotency WHERE operation_id IN ({marks})", ids
         )
-        await conn.execute(f"DELETE FROM operations WHERE id IN ({marks})", ids)
+        conn.execute(f"DELETE FROM operations WHERE id IN ({marks})", ids)
         return len(ids), keys, removed
 
     async def _submit(self, job: Append) -> Appended:
         self._check_open()
         await self._queue.put(job)
-        return await job.future
+        appended: Appended = await outcome_of(job.future)
+        return appended
 
-    async def _run_task(self, run: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _run_task(self, run: Callable[[sqlite3.Connection], T]) -> T:
         self._check_open()
         task = Task(run)
         await self._queue.put(task)
-        result: T = await task.future
+        result: T = await outcome_of(task.future)
         return result
 
     def _check_open(self) -> None:
@@ -495,8 +522,6 @@ class SQLiteStore:
 
     async def _write_loop(self) -> None:
         """Drain the queue: consecutive appends share one transaction (group commit)."""
-        assert self._writer is not None
-        conn = self._writer
         stopping = False
         while not stopping:
             job = await self._queue.get()
@@ -514,27 +539,21 @@ class SQLiteStore:
                 if isinstance(item, Append):
                     appends.append(item)
                     continue
-                await self._in_transaction(conn, appends, None)
+                await self._commit(appends, None)
                 appends = []
-                await self._in_transaction(conn, [], item)
-            await self._in_transaction(conn, appends, None)
+                await self._commit([], item)
+            await self._commit(appends, None)
 
-    async def _in_transaction(
-        self, conn: aiosqlite.Connection, appends: list[Append], task: Task | None
-    ) -> None:
-        """Run ``appends`` (and/or ``task``) in one transaction; answer callers after COMMIT."""
+    async def _commit(self, appends: list[Append], task: Task | None) -> None:
+        """Run ``appends`` (and/or ``task``) in one transaction on the writer thread, then
+        answer the callers and announce the events — only after COMMIT."""
         if not appends and task is None:
             return
+        loop = asyncio.get_running_loop()
         try:
-            with _translate_errors():
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    outcomes = await self._write_appends(conn, appends, None) if appends else []
-                    value = await task.run(conn) if task is not None else None
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    await conn.execute("ROLLBACK")
-                    raise
+            outcomes, value = await loop.run_in_executor(
+                self._executor, self._transact, appends, task
+            )
         except Exception as exc:
             if task is not None:
                 settle(task.future, exc)
@@ -554,6 +573,23 @@ class SQLiteStore:
             settle(task.future, value)
         self._announce(committed)
 
+    def _transact(
+        self, appends: list[Append], task: Task | None
+    ) -> tuple[list[tuple[Append, Appended | OpstreamError]], Any]:
+        """On the writer thread: one transaction. Touches no asyncio object."""
+        conn = self._writer
+        assert conn is not None
+        with _translate_errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = self._write_appends(conn, appends, None) if appends else []
+                value = task.run(conn) if task is not None else None
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return outcomes, value
+
     def _announce(self, events: list[m.Event]) -> None:
         if not events:
             return
@@ -564,9 +600,9 @@ class SQLiteStore:
             except Exception:  # a broken listener must not stop the writer
                 log.exception("commit listener failed")
 
-    async def _write_appends(
+    def _write_appends(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         jobs: list[Append],
         currents: dict[str, Current] | None,
     ) -> list[tuple[Append, Appended | OpstreamError]]:
@@ -577,9 +613,9 @@ class SQLiteStore:
         The idempotency keys of the batch's creates are looked up in one query.
         """
         if currents is None:
-            currents = await self._load_currents(conn, {job.operation_id for job in jobs})
-        keys = KeyBook(await self._load_keys(conn, jobs))
-        position = await self._head(conn)
+            currents = self._load_currents(conn, {job.operation_id for job in jobs})
+        keys = KeyBook(self._load_keys(conn, jobs))
+        position = self._head(conn)
         now = m.now_ms()
         outcomes: list[tuple[Append, Appended | OpstreamError]] = []
         events_rows: list[tuple[Any, ...]] = []
@@ -630,12 +666,12 @@ class SQLiteStore:
             outcomes.append((job, Appended(plan.operation, plan.events)))
         if not events_rows:
             return outcomes
-        await conn.executemany(
+        conn.executemany(
             f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events_rows
         )
         # webhook_due_at follows the projection only when an append changes it, so that the
         # lease claim_webhooks puts on it survives unrelated appends.
-        await conn.executemany(
+        conn.executemany(
             "INSERT INTO operations (id, kind, status, attempt, last_seq, lease_owner, "
             "lease_expires_at, state, tenant, finished_at, expired, webhook_due_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -648,27 +684,25 @@ class SQLiteStore:
             list(operation_rows.values()),
         )
         if keys.stale:
-            await conn.executemany(
-                "DELETE FROM idempotency WHERE tenant = ? AND key = ?", keys.stale
-            )
+            conn.executemany("DELETE FROM idempotency WHERE tenant = ? AND key = ?", keys.stale)
         if keys.recorded:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO idempotency (tenant, key, fingerprint, operation_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(*row, now) for row in keys.recorded],
             )
         if result_rows:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT OR REPLACE INTO results (operation_id, content_type, body) "
                 "VALUES (?, ?, ?)",
                 result_rows,
             )
         if deleted_results:
-            await conn.executemany("DELETE FROM results WHERE operation_id = ?", deleted_results)
+            conn.executemany("DELETE FROM results WHERE operation_id = ?", deleted_results)
         return outcomes
 
-    async def _load_keys(
-        self, conn: aiosqlite.Connection, jobs: list[Append]
+    def _load_keys(
+        self, conn: sqlite3.Connection, jobs: list[Append]
     ) -> dict[tuple[str, str], StoredKey]:
         """The stored idempotency keys that the creates among ``jobs`` come with."""
         wanted = sorted(
@@ -679,7 +713,7 @@ class SQLiteStore:
         for start in range(0, len(wanted), step):
             chunk = wanted[start : start + step]
             pairs = ",".join("(?, ?)" for _ in chunk)
-            rows = await _all(
+            rows = _all_now(
                 conn,
                 "SELECT i.tenant, i.key, i.fingerprint, i.operation_id, o.state "
                 "FROM idempotency i LEFT JOIN operations o ON o.id = i.operation_id "
@@ -691,13 +725,13 @@ class SQLiteStore:
                 found[(tenant, key)] = StoredKey(fingerprint, operation_id, operation)
         return found
 
-    async def _load_currents(self, conn: aiosqlite.Connection, ids: set[str]) -> dict[str, Current]:
+    def _load_currents(self, conn: sqlite3.Connection, ids: set[str]) -> dict[str, Current]:
         currents: dict[str, Current] = {}
         id_list = sorted(ids)
         for start in range(0, len(id_list), MAX_PARAMS):
             chunk = id_list[start : start + MAX_PARAMS]
             marks = ",".join("?" * len(chunk))
-            rows = await _all(
+            rows = _all_now(
                 conn,
                 f"SELECT id, state, lease_owner, lease_expires_at FROM operations "
                 f"WHERE id IN ({marks})",
@@ -707,8 +741,8 @@ class SQLiteStore:
                 currents[operation_id] = Current(load_operation(state), owner, expires)
         return currents
 
-    async def _head(self, conn: aiosqlite.Connection) -> int:
-        row = await _one(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'events'", ())
+    def _head(self, conn: sqlite3.Connection) -> int:
+        row = _one_now(conn, HEAD_SQL, ())
         return int(row[0]) if row else 0
 
     # reads
@@ -804,7 +838,8 @@ class SQLiteStore:
 
     async def head(self) -> int:
         with _translate_errors():
-            return await self._head(self._read_conn())
+            row = await _one(self._read_conn(), HEAD_SQL, ())
+        return int(row[0]) if row else 0
 
     async def history_start(self, operation_id: str) -> HistoryStart:
         with _translate_errors():
@@ -912,11 +947,11 @@ def _operation_row(
     )
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
+def _migrate(conn: sqlite3.Connection) -> None:
     """Apply the MIGRATIONS the file lacks, in one transaction (others wait: IMMEDIATE)."""
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        row = await _one(conn, "PRAGMA user_version", ())
+        row = _one_now(conn, "PRAGMA user_version", ())
         version = int(row[0]) if row else 0
         newest = MIGRATIONS[-1][0]
         if version > newest:
@@ -930,11 +965,11 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
             log.info("applying SQLite schema migration %d", number)
             for statement in sql.split(";"):
                 if statement.strip():
-                    await conn.execute(statement)
-            await conn.execute(f"PRAGMA user_version = {number}")
-        await conn.execute("COMMIT")
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
     except BaseException:
-        await conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")
         raise
 
 
@@ -951,11 +986,16 @@ async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> l
     return list(await conn.execute_fetchall(sql, params))
 
 
-async def _delete_returning_count(
-    conn: aiosqlite.Connection, sql: str, params: Sequence[Any]
-) -> int:
-    async with conn.execute(sql, params) as cursor:
-        return int(cursor.rowcount)
+def _delete_returning_count(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+    return int(conn.execute(sql, params).rowcount)
+
+
+def _one_now(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    return conn.execute(sql, params).fetchone()
+
+
+def _all_now(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
 
 
 __all__ = ["SQLiteStore", "database_path"]

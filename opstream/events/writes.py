@@ -8,7 +8,7 @@ caller is answered only once its events are durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +16,13 @@ from opstream.events import model as m
 from opstream.events.store import Appended, Idempotency, Lease, StoredResult
 
 
-def _new_future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
+def _new_future() -> asyncio.Future[Any] | None:
+    """A future for the caller to await; none for appends a writer thread builds itself
+    (a claim, a recovery), which nobody awaits."""
+    try:
+        return asyncio.get_running_loop().create_future()
+    except RuntimeError:
+        return None
 
 
 @dataclass(eq=False)
@@ -33,15 +38,16 @@ class Append:
     tenant: str = ""  # a create's
     idempotency: Idempotency | None = None  # a create's
     claim: tuple[str, int] | None = None  # (owner, lease expiry) taken by this append
-    future: asyncio.Future[Appended] = field(default_factory=_new_future)
+    future: asyncio.Future[Appended] | None = field(default_factory=_new_future)
 
 
 @dataclass(eq=False)
 class Task:
-    """Any other write: a function run in a transaction of its own on a write connection."""
+    """Any other write: a function of a write connection, run in a transaction of its own
+    (a coroutine function on PostgreSQL; a plain function on SQLite's writer thread)."""
 
-    run: Callable[[Any], Awaitable[Any]]
-    future: asyncio.Future[Any] = field(default_factory=_new_future)
+    run: Callable[[Any], Any]
+    future: asyncio.Future[Any] | None = field(default_factory=_new_future)
 
 
 def creation(
@@ -61,11 +67,17 @@ def creation(
     return Append(operation_id, [queued], create_kind=kind, tenant=tenant, idempotency=idempotency)
 
 
-def settle(future: asyncio.Future[Any], outcome: Any) -> None:
+def settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:
     """Answer a waiting caller, unless it stopped waiting (its task was cancelled)."""
-    if future.done():
+    if future is None or future.done():
         return
     if isinstance(outcome, BaseException):
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+async def outcome_of(future: asyncio.Future[Any] | None) -> Any:
+    """What the writer answered a caller's write."""
+    assert future is not None, "a caller's write always has a future"
+    return await future
