@@ -13,6 +13,9 @@ from typing import Any
 from opstream.events import model as m
 from opstream.events.errors import InvalidTransition
 
+# What an event changes in an operation: field names and their new values.
+Changes = dict[str, Any]
+
 QUEUED = "queued"
 RUNNING = "running"
 CANCELLING = "cancelling"
@@ -99,9 +102,9 @@ def apply(state: Operation | None, event: m.Event) -> Operation:
         )
     if state.is_terminal and event.type not in AFTER_TERMINAL_TYPES:
         raise InvalidTransition(f"operation {state.id} is already {state.status}")
-    state = replace(state, last_seq=event.seq, updated_at=event.happened_at)
-    handler = _HANDLERS.get(event.type, _custom)
-    return handler(state, event)
+    changes = _HANDLERS.get(event.type, _custom)(state, event)
+    # One replace per event: copying a frozen dataclass is the fold's main cost.
+    return replace(state, last_seq=event.seq, updated_at=event.happened_at, **changes)
 
 
 def _queued(event: m.Event) -> Operation:
@@ -127,31 +130,33 @@ def _require(state: Operation, event: m.Event, *statuses: str) -> None:
         )
 
 
-def _started(state: Operation, event: m.Event) -> Operation:
+def _started(state: Operation, event: m.Event) -> Changes:
     _require(state, event, QUEUED)
     attempt = int(event.details.get("attempt", state.attempt + 1))
-    return replace(
-        state,
-        status=RUNNING,
-        attempt=attempt,
-        started_at=event.happened_at,
-        progress_updates=0,
-        progress=replace(state.progress, message=event.message),
-    )
+    return {
+        "status": RUNNING,
+        "attempt": attempt,
+        "started_at": event.happened_at,
+        "progress_updates": 0,
+        "progress": replace(state.progress, message=event.message),
+    }
 
 
-def _stage(state: Operation, event: m.Event) -> Operation:
+def _stage(state: Operation, event: m.Event) -> Changes:
     _require(state, event, RUNNING, CANCELLING)
     stage = event.details.get("stage")
-    return replace(
-        state,
-        progress=replace(
-            state.progress, stage=None if stage is None else str(stage), message=event.message
-        ),
-    )
+    progress = state.progress
+    return {
+        "progress": Progress(
+            progress.percent,
+            None if stage is None else str(stage),
+            event.message,
+            progress.estimated_time_remaining,
+        )
+    }
 
 
-def _progress(state: Operation, event: m.Event) -> Operation:
+def _progress(state: Operation, event: m.Event) -> Changes:
     _require(state, event, RUNNING, CANCELLING)
     details = event.details
     percent = min(100.0, max(0.0, float(details.get("percent", state.progress.percent))))
@@ -159,16 +164,15 @@ def _progress(state: Operation, event: m.Event) -> Operation:
     eta = details.get("estimatedTimeRemaining")
     if eta is None:
         eta = estimate_remaining(state.started_at, event.happened_at, percent)
-    return replace(
-        state,
-        progress_updates=state.progress_updates + 1,
-        progress=Progress(
+    return {
+        "progress_updates": state.progress_updates + 1,
+        "progress": Progress(
             percent=percent,
             stage=None if stage is None else str(stage),
             message=event.message,
             estimated_time_remaining=None if eta is None else round(float(eta), 1),
         ),
-    )
+    }
 
 
 def estimate_remaining(started_at: int | None, now: int, percent: float) -> float | None:
@@ -179,93 +183,82 @@ def estimate_remaining(started_at: int | None, now: int, percent: float) -> floa
     return elapsed * (100.0 - percent) / percent
 
 
-def _cancellation_requested(state: Operation, event: m.Event) -> Operation:
+def _cancellation_requested(state: Operation, event: m.Event) -> Changes:
     _require(state, event, QUEUED, RUNNING)
-    return replace(
-        state, status=CANCELLING, progress=replace(state.progress, message=event.message)
-    )
+    return {"status": CANCELLING, "progress": replace(state.progress, message=event.message)}
 
 
-def _cancelled(state: Operation, event: m.Event) -> Operation:
+def _cancelled(state: Operation, event: m.Event) -> Changes:
     _require(state, event, QUEUED, RUNNING, CANCELLING)
     return _finished(state, event, CANCELLED)
 
 
-def _succeeded(state: Operation, event: m.Event) -> Operation:
+def _succeeded(state: Operation, event: m.Event) -> Changes:
     _require(state, event, RUNNING, CANCELLING)
     result = {k: v for k, v in event.details.items() if k in ("contentType", "size")}
-    state = replace(state, result=result or None)
-    return _finished(state, event, SUCCEEDED, percent=100.0)
+    return {**_finished(state, event, SUCCEEDED, percent=100.0), "result": result or None}
 
 
-def _failed(state: Operation, event: m.Event) -> Operation:
+def _failed(state: Operation, event: m.Event) -> Changes:
     _require(state, event, QUEUED, RUNNING, CANCELLING)
     raw = event.details.get("error") or {}
     error = {
         "type": str(raw.get("type", "HandlerError")),
         "message": str(raw.get("message", event.message)),
     }
-    return replace(_finished(state, event, FAILED), error=error)
+    return {**_finished(state, event, FAILED), "error": error}
 
 
 def _finished(
     state: Operation, event: m.Event, status: str, percent: float | None = None
-) -> Operation:
-    progress = replace(
-        state.progress,
-        message=event.message,
-        estimated_time_remaining=None,
-        percent=state.progress.percent if percent is None else percent,
+) -> Changes:
+    progress = Progress(
+        state.progress.percent if percent is None else percent,
+        state.progress.stage,
+        event.message,
+        None,
     )
-    due = event.happened_at if state.callback_url else None
-    return replace(
-        state,
-        status=status,
-        finished_at=event.happened_at,
-        progress=progress,
-        webhook_due_at=due,
-    )
+    return {
+        "status": status,
+        "finished_at": event.happened_at,
+        "progress": progress,
+        "webhook_due_at": event.happened_at if state.callback_url else None,
+    }
 
 
-def _retried(state: Operation, event: m.Event) -> Operation:
+def _retried(state: Operation, event: m.Event) -> Changes:
     _require(state, event, RUNNING)
-    return replace(
-        state,
-        status=QUEUED,
-        progress=Progress(message=event.message),
-        progress_updates=0,
-    )
+    return {"status": QUEUED, "progress": Progress(message=event.message), "progress_updates": 0}
 
 
-def _result_deleted(state: Operation, event: m.Event) -> Operation:
+def _result_deleted(state: Operation, event: m.Event) -> Changes:
     _require(state, event, *TERMINAL_STATUSES)
     whole = event.details.get("scope") == "operation"
-    return replace(state, result_deleted=True, deleted=state.deleted or whole)
+    return {"result_deleted": True, "deleted": state.deleted or whole}
 
 
-def _expired(state: Operation, event: m.Event) -> Operation:
+def _expired(state: Operation, event: m.Event) -> Changes:
     _require(state, event, *TERMINAL_STATUSES)
-    return replace(state, expired=True, result_deleted=True)
+    return {"expired": True, "result_deleted": True}
 
 
-def _webhook_delivered(state: Operation, event: m.Event) -> Operation:
-    return replace(state, webhook_due_at=None, webhook_attempts=state.webhook_attempts + 1)
+def _webhook_delivered(state: Operation, event: m.Event) -> Changes:
+    return {"webhook_due_at": None, "webhook_attempts": state.webhook_attempts + 1}
 
 
-def _webhook_failed(state: Operation, event: m.Event) -> Operation:
+def _webhook_failed(state: Operation, event: m.Event) -> Changes:
     """A failed attempt; ``details.nextAttemptAt`` (ms) schedules the next, absent: give up."""
     next_at = event.details.get("nextAttemptAt")
-    return replace(
-        state,
-        webhook_due_at=None if next_at is None else int(next_at),
-        webhook_attempts=state.webhook_attempts + 1,
-    )
+    return {
+        "webhook_due_at": None if next_at is None else int(next_at),
+        "webhook_attempts": state.webhook_attempts + 1,
+    }
 
 
-def _custom(state: Operation, event: m.Event) -> Operation:
+def _custom(state: Operation, event: m.Event) -> Changes:
     """A handler's own event type (``FraudCheckStarted``): a message while the work runs."""
     _require(state, event, RUNNING, CANCELLING)
-    return replace(state, progress=replace(state.progress, message=event.message))
+    return {"progress": replace(state.progress, message=event.message)}
 
 
 _HANDLERS = {
