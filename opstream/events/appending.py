@@ -156,3 +156,14 @@ def compaction(events: Sequence[m.Event]) -> tuple[int, Operation | None]:
             return event.seq, state
         state = apply(state, event)
     return 1, None
+
+
+# Events that decide when the completion webhook is next due (terminal ones make it due,
+# the webhook's own outcomes reschedule or settle it). An append without them leaves the
+# stored due time alone, so a delivery's claim on it (a lease) is not undone.
+WEBHOOK_SCHEDULING = m.TERMINAL_TYPES | {m.WEBHOOK_FAILED, m.WEBHOOK_DELIVERED}
+
+
+def schedules_webhook(current: Current | None, plan: Plan) -> bool:
+    """Whether the stored webhook due time must follow the projection after this append."""
+    return current is None or any(e.type in WEBHOOK_SCHEDULING for e in plan.events)

@@ -39,6 +39,7 @@ from opstream.events.appending import (
     compaction,
     lease_after,
     plan_append,
+    schedules_webhook,
 )
 from opstream.events.codec import dump_details, dump_operation, load_details, load_operation
 from opstream.events.errors import (
@@ -745,7 +746,7 @@ class PostgresStore:
                 keys.record(job.tenant, job.idempotency, job.operation_id)
             count += len(plan.events)
             due_changed[job.operation_id] = due_changed.get(job.operation_id, False) or (
-                current is None or current.operation.webhook_due_at != plan.operation.webhook_due_at
+                schedules_webhook(current, plan)
             )
             owner, expires = lease_after(job.claim, current, plan)
             currents[job.operation_id] = Current(plan.operation, owner, expires)

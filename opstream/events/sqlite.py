@@ -28,6 +28,7 @@ from opstream.events.appending import (
     compaction,
     lease_after,
     plan_append,
+    schedules_webhook,
 )
 from opstream.events.codec import dump_details, dump_operation, load_details, load_operation
 from opstream.events.errors import (
@@ -653,8 +654,8 @@ class SQLiteStore:
             currents[job.operation_id] = Current(plan.operation, owner, expires)
             events_rows.extend(_event_row(event) for event in plan.events)
             previous = operation_rows.get(job.operation_id)
-            due_changed = (previous is not None and previous[-1]) or _due_changed(
-                current, plan.operation
+            due_changed = (previous is not None and previous[-1]) or schedules_webhook(
+                current, plan
             )
             operation_rows[job.operation_id] = _operation_row(
                 plan.operation, owner, expires, due_changed
@@ -919,11 +920,6 @@ def _event(row: Sequence[Any]) -> m.Event:
         kind=kind,
         tenant=tenant,
     )
-
-
-def _due_changed(current: Current | None, operation: Operation) -> bool:
-    """Whether an append moved the webhook's due time (else a claim's lease on it stays)."""
-    return current is None or current.operation.webhook_due_at != operation.webhook_due_at
 
 
 def _operation_row(
