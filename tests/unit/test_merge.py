@@ -56,3 +56,12 @@ def test_unique_sorted_keeps_the_first_of_each_key() -> None:
     first, again = ev(1, 5), ev(1, 5)
     result = unique_sorted([ev(2, 6), first, again], key=lambda e: e.seq)
     assert [e.seq for e in result] == [1, 2] and result[0] is first
+
+
+def test_a_batch_that_continues_the_cursor_is_taken_as_it_is() -> None:
+    batch = [ev(3), ev(4), ev(5)]
+    merged = merge_by_seq(2, batch)
+    assert merged.deliver == batch and merged.cursor == 5 and not merged.gap
+    # ...but not when it does not: the slow path sorts, drops and stops at the gap.
+    assert seqs(merge_by_seq(2, [ev(3), ev(5), ev(4)]).deliver) == [3, 4, 5]
+    assert seqs(merge_by_seq(3, batch).deliver) == [4, 5]
