@@ -87,6 +87,35 @@ async def create_operation(request: Request) -> Response:
     who = caller(request)
     key = idempotency_key(request)
     body = await inputs.json_body(request, svc.settings.max_body_bytes)
+    name, params, callback_url = await _new_operation(svc, body)
+    idempotency = None
+    if key is not None:
+        fingerprint = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+        idempotency = Idempotency(key, fingerprint.hexdigest())
+    svc.limits.creating(who.tenant)
+    await _check_in_flight(svc, who)
+    appended = await svc.store.create(
+        new_operation_id(),
+        name,
+        params,
+        callback_url=callback_url,
+        tenant=who.tenant,
+        idempotency=idempotency,
+    )
+    op = appended.operation
+    headers = {"Location": f"/operations/{op.id}", "Retry-After": "1"}
+    if appended.replayed:
+        # The same response as the first time: the document as it was when created.
+        created = await svc.store.read(op.id, after=0, limit=1)
+        if created and created[0].seq == 1:
+            op = fold(created) or op
+        headers["Idempotent-Replayed"] = "true"
+    headers["ETag"] = etag(op)
+    return json_response(operation_document(op), 202, headers)
+
+
+async def _new_operation(svc: Services, body: Any) -> tuple[str, Any, str | None]:
+    """The kind, params and callbackUrl of a create request, each checked."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object with kind and params")
     name = body.get("kind")
@@ -114,30 +143,7 @@ async def create_operation(request: Request) -> Response:
     unknown = sorted(set(body) - {"kind", "params", "callbackUrl"})
     if unknown:
         raise InvalidRequest(f"unknown fields: {', '.join(unknown)}", field=unknown[0])
-    idempotency = None
-    if key is not None:
-        fingerprint = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
-        idempotency = Idempotency(key, fingerprint.hexdigest())
-    svc.limits.creating(who.tenant)
-    await _check_in_flight(svc, who)
-    appended = await svc.store.create(
-        new_operation_id(),
-        name,
-        params,
-        callback_url=callback_url,
-        tenant=who.tenant,
-        idempotency=idempotency,
-    )
-    op = appended.operation
-    headers = {"Location": f"/operations/{op.id}", "Retry-After": "1"}
-    if appended.replayed:
-        # The same response as the first time: the document as it was when created.
-        created = await svc.store.read(op.id, after=0, limit=1)
-        if created and created[0].seq == 1:
-            op = fold(created) or op
-        headers["Idempotent-Replayed"] = "true"
-    headers["ETag"] = etag(op)
-    return json_response(operation_document(op), 202, headers)
+    return name, params, callback_url
 
 
 async def _check_in_flight(svc: Services, who: Caller) -> None:
