@@ -62,7 +62,7 @@ def _baseline(path: Path) -> float:
                 {"id": f"{op}:{seq}", "operationId": op, "seq": seq, "position": pos,
                  "type": type_, "kind": kind, "message": message, "happenedAt": _iso(at),
                  "details": orjson.loads(details)}
-                for pos, op, seq, type_, kind, message, at, details in rows
+                for pos, op, seq, type_, kind, message, at, details, _tenant in rows
             ]
         )  # fmt: skip
         assert body
