@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the API, the dashboard and in-process workers",
         description="Run the HTTP API, the dashboard (at /) and in-process workers.",
+        epilog=(
+            "Secrets and limits are set only in the environment: OPSTREAM_TOKENS "
+            "(tenant:token,...), OPSTREAM_SECRET, OPSTREAM_STREAM_TOKEN_SECONDS, "
+            "OPSTREAM_WEBHOOK_SECRET, OPSTREAM_WEBHOOK_ALLOW, OPSTREAM_MAX_IN_FLIGHT, "
+            "OPSTREAM_CREATE_RATE, OPSTREAM_POLL_RATE, OPSTREAM_MAX_STREAMS, "
+            "OPSTREAM_SWEEP_SECONDS. See README.md, 'Configuration'."
+        ),
     )
     _server_flags(serve, http=True)
     serve.set_defaults(func=run_serve)
