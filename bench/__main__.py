@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.common import REPO, machine, raise_fd_limit
 
+PG_ENV = "OPSTREAM_TEST_POSTGRES_URL"
 SCENARIOS = {
     "appends": ("bench.appends", "run"),
     "fanout": ("bench.fanout", "run"),
@@ -23,6 +24,9 @@ SCENARIOS = {
     "replay": ("bench.replay", "run"),
     "growth": ("bench.growth", "run"),
     "soak": ("bench.soak", "run"),
+    # PostgreSQL: need OPSTREAM_TEST_POSTGRES_URL (``all`` skips them without it).
+    "pg-appends": ("bench.pg", "run_appends"),
+    "pg-fanout": ("bench.pg", "run_fanout"),
 }
 
 
@@ -49,6 +53,9 @@ def main() -> int:
     failed = []
     for name in names:
         module, func = SCENARIOS[name]
+        if name.startswith("pg-") and args.scenario == "all" and not os.environ.get(PG_ENV):
+            print(f"{name}: skipped: {PG_ENV} is not set (see bench/pg.py)\n", flush=True)
+            continue
         run = getattr(importlib.import_module(module), func)
         extra = {"seconds": args.seconds} if name == "soak" else {}
         started = time.monotonic()

@@ -117,7 +117,9 @@ async def _fanout(plan: dict[str, Any], conn: Any = None) -> dict[str, Any]:
     base, n, target = plan["base"], plan["n"], plan["target"]
     host, port = _split(base)
     totals = Totals()
-    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+    # The operation is created (so its handler runs) on ``producer`` when given: another
+    # server sharing the database, whose events reach ``base`` through the store.
+    async with httpx.AsyncClient(base_url=plan.get("producer", base), timeout=30) as http:
         connect_budget = 1.0 + n * 0.004
         start_at = time.time() + connect_budget
         ticker = {"count": plan["count"], "rate": plan["rate"], "pad": plan["pad"]}
