@@ -294,12 +294,15 @@ def test_report_result_previews_as_a_table(page: Any, server: Any, shoot: Any) -
 def test_list_pages_through_many_operations_and_adds_new_ones_live(
     browser: Any, server: Any, shoot: Any
 ) -> None:
+    body = {"kind": "demo.countdown", "params": {"steps": 1, "intervalMs": 0}}
     with httpx.Client(base_url=server.url) as client:
         for _ in range(120):
-            assert client.post(
-                "/operations",
-                json={"kind": "demo.countdown", "params": {"steps": 1, "intervalMs": 0}},
-            ).is_success
+            # 120 creations outrun the per-tenant create rate: wait as the 429 asks.
+            response = client.post("/operations", json=body)
+            while response.status_code == 429:
+                time.sleep(int(response.headers["retry-after"]))
+                response = client.post("/operations", json=body)
+            assert response.is_success
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         pg = ctx.new_page()

@@ -27,6 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         OPSTREAM_TOKENS=f"acme:{ACME},beta:{BETA}",
         OPSTREAM_POLL_RATE="2",
         OPSTREAM_MAX_IN_FLIGHT="1000",
+        # The 100-parallel-POSTs test is about idempotency, not the create rate.
+        OPSTREAM_CREATE_RATE="1000",
     )
     try:
         yield process
