@@ -185,6 +185,9 @@ export class ManagedStream {
   renew(source) {
     if (this.stopped || source !== this.source) return;
     if (this.options.shouldReconnect && !this.options.shouldReconnect()) return;
+    // A timer may fire a hair before the grant's renewal time by the clock: retire the
+    // grant explicitly, so the reopened stream never gets the same token again.
+    this.options.tokens.invalidate(this.grant);
     if (source.readyState === EventSource.OPEN) this.open();
     // Not open: the error path reopens it (with a fresh token) when the browser reports.
   }
