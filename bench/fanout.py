@@ -9,11 +9,17 @@ operation, p50 and p99. Goal: p99 < 10 ms. (The bare app's latency is shown for 
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
 
 from bench import sse_load
 from bench.common import (
     Report,
+    Server,
     bare_server,
     fmt,
     median,
@@ -25,12 +31,28 @@ from bench.common import (
 
 PAD = 64
 
+Setup = Callable[[Path], AbstractContextManager[tuple[Server, Server]]]
+"""Starts opstream for one run in a work directory: the server whose handler appends (the
+producer), and the server the subscribers read; the same server unless the storage is shared."""
 
-def _measure(target: str, plan: dict[str, object]) -> dict[str, object]:
+
+@contextlib.contextmanager
+def sqlite_setup(work: Path) -> Iterator[tuple[Server, Server]]:
+    with opstream_server(work / "o.db") as server:
+        yield server, server
+
+
+def _measure(
+    target: str, plan: dict[str, object], setup: Setup = sqlite_setup
+) -> dict[str, object]:
     work = new_dir(f"fanout-{target}")
-    server = bare_server(work) if target == "bare" else opstream_server(work / "o.db")
-    with server:
-        remote = spawn(sse_load.fanout, {**plan, "base": server.url, "target": target})
+    with contextlib.ExitStack() as stack:
+        if target == "bare":
+            producer = server = stack.enter_context(bare_server(work))
+        else:
+            producer, server = stack.enter_context(setup(work))
+        load = {**plan, "base": server.url, "producer": producer.url, "target": target}
+        remote = spawn(sse_load.fanout, load)
         marks = []
         while True:
             message = remote.recv(600)
@@ -89,65 +111,79 @@ def run(quick: bool = False, repeat: int | None = None) -> Report:
 
 
 def _latency_at(
-    report: Report, n: int, rate: float, seconds: float, warmup: float, repeat: int
+    report: Report,
+    setups: dict[str, Setup],
+    plan: dict[str, Any],
+    repeat: int,
 ) -> list[dict[str, float]]:
-    count = int(rate * (seconds + warmup + 2))
-    plan = {"n": n, "rate": rate, "count": count, "pad": PAD, "seconds": seconds,
-            "warmup": warmup, "stamps": True}  # fmt: skip
+    """``repeat`` runs of the bare app and of each labelled opstream setup, one row each."""
+    n, rate = plan["n"], plan["rate"]
+    targets: list[tuple[str, Setup | None]] = [("bare", None), *setups.items()]
     runs: list[dict[str, float]] = []
     for r in range(repeat):
         row: dict[str, float] = {}
-        for target in ("bare", "operation"):
-            got = _measure(target, plan)
+        for label, setup in targets:
+            got = _measure("bare", plan) if setup is None else _measure("operation", plan, setup)
             lat = [x / 1e6 for x in got["latencies_ns"]]  # type: ignore[attr-defined]
-            row[f"{target}_p50"] = percentile(lat, 50)
-            row[f"{target}_p99"] = percentile(lat, 99)
-            row[f"{target}_rate"] = float(got["events_per_s"]) / n  # type: ignore[arg-type]
-            row[f"{target}_samples"] = len(lat)
+            row[f"{label}_p50"] = percentile(lat, 50)
+            row[f"{label}_p99"] = percentile(lat, 99)
+            row[f"{label}_rate"] = float(got["events_per_s"]) / n  # type: ignore[arg-type]
+            row[f"{label}_samples"] = len(lat)
         runs.append(row)
-        report.say(
-            f"  {rate:g}/s run {r + 1}: opstream p50 {row['operation_p50']:.2f} ms, p99 "
-            f"{row['operation_p99']:.2f} ms ({fmt(row['operation_rate'])} ev/s delivered per "
-            f"subscriber) | bare p50 {row['bare_p50']:.2f} ms, p99 {row['bare_p99']:.2f} ms "
-            f"({fmt(row['bare_rate'])} ev/s per subscriber)"
-        )
+        report.say(f"  {rate:g}/s run {r + 1}: {_latencies(row, [*setups, 'bare'])}")
     return runs
 
 
+def _latencies(row: dict[str, float], labels: list[str]) -> str:
+    return " | ".join(
+        f"{label} p50 {row[f'{label}_p50']:.2f} ms, p99 {row[f'{label}_p99']:.2f} ms "
+        f"({fmt(row[f'{label}_rate'])} ev/s delivered per subscriber)"
+        for label in labels
+    )
+
+
 def run_latency(quick: bool = False, repeat: int | None = None) -> Report:
-    """The goal is judged at 1,000 events/s; lower rates show where the knee is."""
     report = Report("latency")
+    what = "durable, synchronous=FULL"
+    return latency_report(report, {"opstream": sqlite_setup}, what, quick, repeat)
+
+
+def latency_report(
+    report: Report, setups: dict[str, Setup], what: str, quick: bool, repeat: int | None
+) -> Report:
+    """Push latency of each setup beside the bare app's, at several offered rates.
+
+    The goal is judged at 1,000 events/s; lower rates show where the knee is."""
     repeat = repeat or (1 if quick else 3)
     n, goal_rate = 100, 1000.0
     rates = [100.0, goal_rate] if quick else [100.0, 300.0, goal_rate]
     seconds, warmup = (4.0, 1.0) if quick else (10.0, 2.0)
     report.say(
         f"push latency: {n} subscribers of one operation, events appended at "
-        f"{', '.join(f'{r:g}' for r in rates)} /s (durable, synchronous=FULL) by one handler, "
+        f"{', '.join(f'{r:g}' for r in rates)} /s ({what}) by one handler, "
         f"{seconds:g} s measured, {repeat} runs each"
     )
+    labels = [*setups, "bare"]
     by_rate: dict[str, dict[str, float]] = {}
     for rate in rates:
-        runs = _latency_at(report, n, rate, seconds, warmup, repeat)
-        summary = {
-            key: median([x[key] for x in runs])
-            for key in ("operation_p50", "operation_p99", "operation_rate", "bare_p50",
-                        "bare_p99", "bare_rate")
-        }  # fmt: skip
+        count = int(rate * (seconds + warmup + 2))
+        plan = {"n": n, "rate": rate, "count": count, "pad": PAD, "seconds": seconds,
+                "warmup": warmup, "stamps": True}  # fmt: skip
+        runs = _latency_at(report, setups, plan, repeat)
+        summary = {key: median([x[key] for x in runs]) for key in runs[0]}
         by_rate[f"{rate:g}"] = summary
-        report.say(
-            f"  median at {rate:g}/s: opstream p50 {summary['operation_p50']:.2f} ms, p99 "
-            f"{summary['operation_p99']:.2f} ms, {fmt(summary['operation_rate'])} ev/s per "
-            f"subscriber; bare p50 {summary['bare_p50']:.2f} ms, p99 "
-            f"{summary['bare_p99']:.2f} ms, {fmt(summary['bare_rate'])} ev/s per subscriber"
-        )
+        report.say(f"  median at {rate:g}/s: {_latencies(summary, labels)}")
     goal = by_rate[f"{goal_rate:g}"]
-    report.data.update(by_rate=by_rate, p50_ms=goal["operation_p50"], p99_ms=goal["operation_p99"])
-    met = goal["operation_p99"] < 10 and goal["operation_rate"] >= 0.95 * goal_rate
-    report.verdict("p99 append -> receive at 1,000/s (ms)", goal["operation_p99"], "< 10", met)
-    if goal["operation_rate"] < 0.95 * goal_rate:
-        report.say(
-            f"      (and the offered rate was not reached: {fmt(goal['operation_rate'])} of "
-            f"{goal_rate:g} events/s)"
-        )
+    first = next(iter(setups))
+    report.data.update(by_rate=by_rate, p50_ms=goal[f"{first}_p50"], p99_ms=goal[f"{first}_p99"])
+    for label in setups:
+        p99, reached = goal[f"{label}_p99"], goal[f"{label}_rate"]
+        met = p99 < 10 and reached >= 0.95 * goal_rate
+        name = "p99 append -> receive at 1,000/s (ms)" + (f", {label}" if len(setups) > 1 else "")
+        report.verdict(name, p99, "< 10", met)
+        if reached < 0.95 * goal_rate:
+            report.say(
+                f"      (and the offered rate was not reached: {fmt(reached)} of "
+                f"{goal_rate:g} events/s)"
+            )
     return report
