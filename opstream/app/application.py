@@ -45,6 +45,7 @@ from opstream.app.settings import Settings
 from opstream.app.webhooks import SecretFor, WebhookDispatcher, parse_secret
 from opstream.app.worker import Worker
 from opstream.events.fanout import Hub
+from opstream.events.projections import ProjectionCache
 from opstream.events.sqlite import SQLiteStore
 from opstream.events.store import EventStore
 
@@ -148,8 +149,9 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         hub = Hub(store)
+        projections = ProjectionCache(store)
         app.state.services = svc = Services(
-            settings, store, hub, kinds, tenants, stream_tokens, limits
+            settings, store, hub, projections, kinds, tenants, stream_tokens, limits
         )
         metrics.watch(store, hub, limits.open_streams)
 
@@ -159,6 +161,7 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
 
         tasks = [
             asyncio.create_task(hub.run(), name="opstream-hub"),
+            asyncio.create_task(projections.follow(hub), name="opstream-projections"),
             asyncio.create_task(close_streams_on_shutdown(), name="opstream-stream-closer"),
             asyncio.create_task(sweep_forever(store, settings), name="opstream-retention"),
         ]

@@ -62,10 +62,14 @@ def new_operation_id() -> str:
 
 async def load(svc: Services, who: Caller, operation_id: str) -> Operation:
     """The operation, if it exists for this caller: another tenant's is simply not found."""
-    op = await svc.store.get(operation_id)
-    if op.tenant != who.tenant or not who.may_read_operation(operation_id):
+    op = await svc.projections.get(operation_id)
+    if not _visible(op, who):
         raise OperationNotFound(operation_id)
     return op
+
+
+def _visible(op: Operation, who: Caller) -> bool:
+    return op.tenant == who.tenant and who.may_read_operation(op.id)
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -159,19 +163,37 @@ async def get_operation(request: Request) -> Response:
     svc = services(request)
     who = caller(request)
     operation_id = request.path_params["operation_id"]
+    known = _seq_of_etag(request.headers.get("if-none-match"))
+    unchanged = _unchanged(svc, who, operation_id, known, request)
+    if unchanged is not None:
+        svc.limits.polling(who.tenant, operation_id)
+        return status_response(unchanged, known)
     op = await load(svc, who, operation_id)
     max_wait = inputs.wait_seconds(request)
     if max_wait == 0:
         svc.limits.polling(who.tenant, operation_id)
-    known = _seq_of_etag(request.headers.get("if-none-match"))
     if max_wait > 0 and not op.is_terminal:
         after = op.last_seq if known is None else min(known, op.last_seq)
         if after >= op.last_seq:
             await wait_for_events(
                 svc.store, svc.hub, operation_id, after, limit=1, max_wait=max_wait
             )
-            op = await svc.store.get(operation_id)
+            op = await svc.projections.get(operation_id)
     return status_response(op, known)
+
+
+def _unchanged(
+    svc: Services, who: Caller, operation_id: str, known: int | None, request: Request
+) -> Operation | None:
+    """The operation when the client's ETag still names its newest event, as far as the
+    projection cache knows: then the answer is a ``304`` with no store read. Requests with
+    a query (``?wait=``) take the usual path."""
+    if known is None or request.scope["query_string"]:
+        return None
+    op = svc.projections.current(operation_id)
+    if op is None or op.last_seq != known or not _visible(op, who):
+        return None
+    return op
 
 
 def status_response(op: Operation, known: int | None) -> Response:

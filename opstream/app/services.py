@@ -19,6 +19,7 @@ from opstream.app.kinds import Registry
 from opstream.app.limits import Limits
 from opstream.app.settings import Settings
 from opstream.events.fanout import Hub
+from opstream.events.projections import ProjectionCache
 from opstream.events.store import EventStore
 
 
@@ -27,6 +28,7 @@ class Services:
     settings: Settings
     store: EventStore
     hub: Hub
+    projections: ProjectionCache
     registry: Registry
     tenants: Tenants = field(default_factory=Tenants)
     stream_tokens: StreamTokens = field(default_factory=StreamTokens)
