@@ -14,14 +14,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import psutil
 
 from bench import sse_load
 from bench.common import (
+    Remote,
     Report,
     Server,
     bare_server,
     fmt,
+    head,
     median,
     new_dir,
     opstream_server,
@@ -42,9 +46,9 @@ def sqlite_setup(work: Path) -> Iterator[tuple[Server, Server]]:
         yield server, server
 
 
-def _measure(
-    target: str, plan: dict[str, object], setup: Setup = sqlite_setup
-) -> dict[str, object]:
+def measure(target: str, plan: dict[str, object], setup: Setup = sqlite_setup) -> dict[str, object]:
+    """Run the load against fresh servers: its result, and over the measured window the
+    subscribed server's CPU, the producer's CPU and, for opstream, how many events it appended."""
     work = new_dir(f"fanout-{target}")
     with contextlib.ExitStack() as stack:
         if target == "bare":
@@ -57,14 +61,38 @@ def _measure(
         while True:
             message = remote.recv(600)
             if message == "window":  # the measured window opens, then closes
-                marks.append((server.cpu_seconds(), time.monotonic()))
+                marks.append(_sample(target, producer, server, remote))
                 continue
             result: dict[str, object] = message["result"]
             break
         remote.join()
-        (cpu0, wall0), (cpu1, wall1) = marks
-        result["server_cpu"], result["wall"] = cpu1 - cpu0, wall1 - wall0
+    first, last = marks
+    wall = last.wall - first.wall
+    result.update(
+        wall=wall,
+        server_cpu=last.server_cpu - first.server_cpu,
+        producer_cpu=last.producer_cpu - first.producer_cpu,
+        load_cpu=last.load_cpu - first.load_cpu,
+        appended_per_s=(last.head - first.head) / wall,
+    )
     return result
+
+
+class _Mark(NamedTuple):
+    """Where things stand as the measured window opens or closes: CPU seconds so far."""
+
+    server_cpu: float
+    producer_cpu: float
+    load_cpu: float
+    head: int  # the producer's, for opstream; 0 for the bare app
+    wall: float
+
+
+def _sample(target: str, producer: Server, server: Server, load: Remote) -> _Mark:
+    position = 0 if target == "bare" else head(producer.url)
+    times = psutil.Process(load.process.pid).cpu_times()
+    load_cpu = times.user + times.system
+    return _Mark(server.cpu_seconds(), producer.cpu_seconds(), load_cpu, position, time.monotonic())
 
 
 def run(quick: bool = False, repeat: int | None = None) -> Report:
@@ -84,7 +112,7 @@ def run(quick: bool = False, repeat: int | None = None) -> Report:
     for r in range(repeat):
         row: dict[str, float] = {}
         for target in ("bare", "operation", "feed"):
-            got = _measure(target, plan)
+            got = measure(target, plan)
             row[target] = float(got["events_per_s"])  # type: ignore[arg-type]
             row[f"{target}_cpu"] = float(got["server_cpu"]) / float(got["wall"])  # type: ignore[arg-type]
             if got.get("late"):
@@ -123,7 +151,7 @@ def _latency_at(
     for r in range(repeat):
         row: dict[str, float] = {}
         for label, setup in targets:
-            got = _measure("bare", plan) if setup is None else _measure("operation", plan, setup)
+            got = measure("bare", plan) if setup is None else measure("operation", plan, setup)
             lat = [x / 1e6 for x in got["latencies_ns"]]  # type: ignore[attr-defined]
             row[f"{label}_p50"] = percentile(lat, 50)
             row[f"{label}_p99"] = percentile(lat, 99)
