@@ -64,3 +64,40 @@ async def hold(ctx: Context, params: dict[str, Any]) -> dict[str, float]:
         await ctx.emit("BenchTick", "tick", {"i": i, "t": time.time_ns(), "pad": "x" * 64})
     await asyncio.sleep(float(params["seconds"]))
     return {"seconds": float(params["seconds"])}
+
+
+BURST_SCHEMA: dict[str, Any] = {
+    **TICKER_SCHEMA,
+    "properties": {
+        **TICKER_SCHEMA["properties"],
+        "burst": {"type": "integer", "minimum": 1, "description": "events emitted at once"},
+    },
+    "required": ["count", "rate", "burst"],
+}
+
+
+@kind(
+    "bench.burst",
+    schema=BURST_SCHEMA,
+    description="Appends count events at rate per second, burst of them at once.",
+)
+async def burst(ctx: Context, params: dict[str, Any]) -> dict[str, int]:
+    """The ticker with several emits in flight at once: the store commits them together, so
+    one operation appends many more events per second than its serial emits could."""
+    count, rate, size = int(params["count"]), float(params["rate"]), int(params["burst"])
+    pad = "x" * int(params.get("pad", 0))
+    await asyncio.sleep(max(0.0, float(params.get("startAt", 0)) - time.time()))
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    for first in range(1, count + 1, size):
+        delay = begin + (first - 1) / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        ticks = range(first, min(first + size, count + 1))
+        await asyncio.gather(
+            *(
+                ctx.emit("BenchTick", "tick", {"i": i, "t": time.time_ns(), "pad": pad})
+                for i in ticks
+            )
+        )
+    return {"count": count}

@@ -123,17 +123,20 @@ async def _fanout(plan: dict[str, Any], conn: Any = None) -> dict[str, Any]:
         connect_budget = 1.0 + n * 0.004
         start_at = time.time() + connect_budget
         ticker = {"count": plan["count"], "rate": plan["rate"], "pad": plan["pad"]}
+        kind, extra = plan.get("kind", "bench.ticker"), plan.get("params", {})
         if target == "bare":
             paths = ["/stream"] * n
         else:
-            response = await http.post(
-                "/operations",
-                json={"kind": "bench.ticker", "params": {**ticker, "startAt": start_at}},
-            )
-            response.raise_for_status()
-            op = response.json()["id"]
+            ops = []  # ``operations`` tickers (one by default); subscribers spread over them
+            for _ in range(plan.get("operations", 1)):
+                response = await http.post(
+                    "/operations",
+                    json={"kind": kind, "params": {**ticker, **extra, "startAt": start_at}},
+                )
+                response.raise_for_status()
+                ops.append(response.json()["id"])
             if target == "operation":
-                paths = [f"/operations/{op}/events/stream"] * n
+                paths = [f"/operations/{ops[i % len(ops)]}/events/stream" for i in range(n)]
             else:
                 after = (await http.get("/healthz")).json()["head"]
                 paths = [f"/events/stream?after={after}"] * n
