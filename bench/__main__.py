@@ -27,12 +27,17 @@ SCENARIOS = {
     # PostgreSQL: need OPSTREAM_TEST_POSTGRES_URL (``all`` skips them without it).
     "pg-appends": ("bench.pg", "run_appends"),
     "pg-fanout": ("bench.pg", "run_fanout"),
+    "pg-latency": ("bench.pg", "run_latency"),
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    parser.add_argument(
+        "scenario",
+        choices=[*SCENARIOS, "all"],
+        help=f"pg-* run on PostgreSQL and need {PG_ENV} ('all' skips them without it)",
+    )
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer repeats")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure")
     parser.add_argument("--seconds", type=float, default=None, help="soak: how long")

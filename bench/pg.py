@@ -1,14 +1,27 @@
-"""The append and fan-out scenarios on PostgreSQL (``OPSTREAM_TEST_POSTGRES_URL``).
+"""The append, fan-out and latency scenarios on PostgreSQL (``OPSTREAM_TEST_POSTGRES_URL``).
 
 pg-appends: events/s through ``PostgresStore.append`` by 64 concurrent operations, against
 raw asyncpg in the same run, same columns and row size, into a bare table beside it:
 (a) one INSERT per commit over 8 connections, (b) 100 rows per commit over 8 connections.
 The SQLite goals apply: >= 50 % of (b) and >= 20 x (a).
 
-pg-fanout: events/s received in total by 500 SSE subscribers of one operation's stream on
-server B while the operation's handler appends through server A (two ``opstream serve``
-processes on one database; B runs no workers), against the same subscribers on server A
-itself (one server), in the same run.
+pg-fanout: fan-out capacity across two ``opstream serve`` processes on one database. Server
+A runs 8 ``bench.burst`` operations, each emitting 10 events at a time as fast as its commits
+allow (one handler's serial emits commit a few hundred events/s, which B delivers in full: no
+capacity figure); 1,000 SSE subscribers spread over their 8 streams read server B (API only,
+so it runs no handler). The figure is events/s received in total on B, beside the same
+subscribers on A alone and the bare sse-starlette broadcast app (``bench/bare_app.py``, 1,000
+subscribers, 300 events/s), in the same run. The SQLite goal applies: >= 80 % of the bare
+app. Each run says how much of what was appended a subscriber received: B's figure is its
+capacity when that is less than all. The unit favours opstream under this load: it writes
+every event that arrived since a subscriber's last write in one go, the bare app writes each
+event on its own, so the bare figure is its capacity in writes and opstream's can be many
+times higher.
+
+pg-latency: push latency (append -> SSE client receive, p50 and p99) with 100 subscribers of
+one operation at 100 and 1,000 events/s offered (and 300 in a full run), as ``bench latency``
+measures it on SQLite: on one server, and across two (appended on A, read on B, woken by
+``NOTIFY``), beside the bare app. The SQLite goal applies: p99 < 10 ms at 1,000 events/s.
 
 Every run uses a fresh schema (``bench_<pid>_<n>``), dropped at the end; PostgreSQL's own
 configuration is left as it is (the default: ``synchronous_commit=on``, ``fsync=on``).
@@ -18,18 +31,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
-from bench import sse_load
-from bench.common import HOST, Report, Server, fmt, free_port, head, median, new_dir, spawn
+from bench.common import HOST, Report, Server, fmt, free_port, median
+from bench.fanout import Setup, latency_report, measure
 from opstream.events import model as m
 
 ENV = "OPSTREAM_TEST_POSTGRES_URL"
@@ -234,81 +249,112 @@ def run_appends(quick: bool = False, repeat: int | None = None) -> Report:
     return report
 
 
-# pg-fanout
+# pg-fanout and pg-latency
+
+PRODUCERS = 8  # bench.burst operations on server A, run at once
+BURST = 10  # events each emits at once, committed together
+BARE_RATE = 300.0  # as in bench.fanout: 300,000 frames/s offered to 1,000 subscribers
 
 
 def pg_server(name: str, dsn: str, work: Path, *, concurrency: int) -> Server:
+    """``opstream serve`` on the database; with ``concurrency=0``, an API-only server.
+
+    An API-only server is started without the bench kinds as well: ``serve`` still runs a
+    worker with ``--concurrency 0`` today, and it must not claim the tickers meant for A."""
     port = free_port()
+    handlers = ["--handlers", "bench.handlers"] if concurrency else []
     argv = [
         sys.executable, "-m", "opstream.app.cli", "serve", "--host", HOST, "--port", str(port),
-        "--database", dsn, "--handlers", "bench.handlers", "--concurrency", str(concurrency),
+        "--database", dsn, *handlers, "--concurrency", str(concurrency),
         "--log-level", "warning",
     ]  # fmt: skip
     return Server(name, argv, port, work / f"{name}.log")
 
 
-def _fanout(dsn: str, plan: dict[str, object], two: bool) -> dict[str, object]:
-    work = new_dir("pg-fanout")
-    with contextlib.ExitStack() as stack:
-        a = stack.enter_context(pg_server("pg-a", dsn, work, concurrency=4))
+@contextlib.contextmanager
+def pg_servers(base: str, two: bool, work: Path) -> Iterator[tuple[Server, Server]]:
+    """On a fresh schema: server A, which runs the handlers, and the server subscribers read
+    (an API-only server B with ``two``, else A itself). A ``bench.fanout.Setup``."""
+    with fresh_schema(base) as dsn, contextlib.ExitStack() as stack:
+        a = stack.enter_context(pg_server("pg-a", dsn, work, concurrency=PRODUCERS))
         b = stack.enter_context(pg_server("pg-b", dsn, work, concurrency=0)) if two else a
-        load = {**plan, "base": b.url, "producer": a.url, "target": "operation"}
-        remote = spawn(sse_load.fanout, load)
-        marks = []  # (head, time) as the measured window opens and closes
-        while True:
-            message = remote.recv(600)
-            if message == "window":
-                marks.append((head(a.url), time.monotonic()))
-                continue
-            result: dict[str, object] = message["result"]
-            break
-        remote.join()
-    (head0, wall0), (head1, wall1) = marks
-    result["appended_per_s"] = (head1 - head0) / (wall1 - wall0)
-    return result
+        yield a, b
 
 
 def run_fanout(quick: bool = False, repeat: int | None = None) -> Report:
     base = _require()
     report = Report("pg-fanout")
     repeat = repeat or (1 if quick else 3)
-    n = 500
+    n = 1000
     seconds, warmup = (4.0, 1.0) if quick else (8.0, 2.0)
-    rate = 300.0  # offered events/s: 150,000 frames/s to 500 subscribers, above capacity
-    count = int(rate * (seconds + warmup + 3))
-    plan = {"n": n, "rate": rate, "count": count, "pad": PAD, "seconds": seconds,
-            "warmup": warmup}  # fmt: skip
+    rate = 5000.0  # offered per operation: more than its commits take
+    plan = {"n": n, "operations": PRODUCERS, "rate": rate, "pad": PAD, "seconds": seconds,
+            "warmup": warmup, "count": int(rate * (seconds + warmup + 3)),
+            "kind": "bench.burst", "params": {"burst": BURST}}  # fmt: skip
+    bare = {**plan, "rate": BARE_RATE, "count": int(BARE_RATE * (seconds + warmup + 3))}
     report.say(
-        f"PostgreSQL fan-out: {n} subscribers of one operation on server B, its handler "
-        f"appending on server A ({rate:g} events/s offered), vs the same on one server; "
-        f"{seconds:g} s measured after {warmup:g} s, {repeat} runs"
+        f"PostgreSQL fan-out capacity: {n} subscribers spread over the streams of "
+        f"{PRODUCERS} operations whose handlers append on server A ({rate:g} events/s offered "
+        f"each, {BURST} at a time), read on server B, and on A alone; the bare app sends "
+        f"{BARE_RATE:g} events/s to {n} subscribers; {seconds:g} s measured after "
+        f"{warmup:g} s, {repeat} runs"
     )
     runs: list[dict[str, float]] = []
     for r in range(repeat):
-        row: dict[str, float] = {}
-        for label, two in (("one", False), ("two", True)):
-            with fresh_schema(base) as dsn:
-                got = _fanout(dsn, plan, two)
-            row[label] = float(got["events_per_s"])  # type: ignore[arg-type]
-            row[f"{label}_appended"] = float(got["appended_per_s"])  # type: ignore[arg-type]
+        row = _figures("bare", measure("bare", bare))
+        for label, two in (("two", True), ("one", False)):
+            got = measure("operation", plan, functools.partial(pg_servers, base, two))
+            row.update(_figures(label, got))
             if got.get("late"):
-                report.say(f"  ({label}: subscribers connected after the producer began)")
+                report.say(f"  ({label}: subscribers connected after the producers began)")
         runs.append(row)
-        report.say(
-            f"  run {r + 1}: one server {fmt(row['one'], 'ev/s')} ({_per(row, 'one', n)}) | "
-            f"two servers, append on A, subscribers on B {fmt(row['two'], 'ev/s')} "
-            f"({_per(row, 'two', n)}) | {100 * row['two'] / row['one']:.0f} % of one server"
-        )
-    ratio = median([x["two"] / x["one"] for x in runs])
-    report.data.update(runs=runs, ratio=ratio)
-    mid = {key: median([x[key] for x in runs]) for key in runs[0]}
-    report.say(
-        f"  median: one server {fmt(mid['one'], 'ev/s')} ({_per(mid, 'one', n)}), two servers "
-        f"{fmt(mid['two'], 'ev/s')} ({_per(mid, 'two', n)}); two / one {ratio:.2f}"
-    )
+        report.say(f"  run {r + 1}:")
+        _say_fanout(report, row, n)
+    two_ratio = median([x["two"] / x["bare"] for x in runs])
+    one_ratio = median([x["one"] / x["bare"] for x in runs])
+    report.data.update(runs=runs, two_vs_bare=two_ratio, one_vs_bare=one_ratio)
+    report.say("  median:")
+    _say_fanout(report, {key: median([x[key] for x in runs]) for key in runs[0]}, n)
+    report.verdict("two servers, received on B, vs bare", two_ratio, ">= 0.8", two_ratio >= 0.8)
+    report.verdict("one server vs bare", one_ratio, ">= 0.8", one_ratio >= 0.8)
     return report
 
 
-def _per(row: dict[str, float], label: str, n: int) -> str:
-    """Per subscriber, beside what the handler managed to append in the same window."""
-    return f"{fmt(row[label] / n)} per subscriber of {fmt(row[f'{label}_appended'])} appended/s"
+def _figures(label: str, got: dict[str, Any]) -> dict[str, float]:
+    """One measurement's events/s received and appended, and each process's share of a core."""
+    wall = got["wall"]
+    return {
+        label: got["events_per_s"],
+        f"{label}_appended": got["appended_per_s"],
+        f"{label}_server_cpu": got["server_cpu"] / wall,
+        f"{label}_producer_cpu": got["producer_cpu"] / wall,
+        f"{label}_load_cpu": got["load_cpu"] / wall,
+    }
+
+
+def _say_fanout(report: Report, row: dict[str, float], n: int) -> None:
+    cpu = {
+        "two": f"B {row['two_server_cpu']:.0%}, A {row['two_producer_cpu']:.0%}",
+        "one": f"A {row['one_server_cpu']:.0%}",
+        "bare": f"{row['bare_server_cpu']:.0%}",
+    }
+    for label, name in (("two", "two servers, on B"), ("one", "A alone")):
+        report.say(
+            f"    {name}: {fmt(row[label], 'ev/s')}, {row[label] / row['bare']:.2f} x bare; "
+            f"received {fmt(row[label] / n)} of {fmt(row[f'{label}_appended'] / PRODUCERS)} "
+            f"appended/s per subscriber; CPU {cpu[label]}, client {row[f'{label}_load_cpu']:.0%}"
+        )
+    report.say(
+        f"    bare: {fmt(row['bare'], 'ev/s')}; CPU {cpu['bare']}, client "
+        f"{row['bare_load_cpu']:.0%}"
+    )
+
+
+def run_latency(quick: bool = False, repeat: int | None = None) -> Report:
+    base = _require()
+    setups: dict[str, Setup] = {
+        "one-server": functools.partial(pg_servers, base, False),
+        "two-servers": functools.partial(pg_servers, base, True),
+    }
+    what = "PostgreSQL, synchronous_commit=on; two-servers: appended on A, read on B"
+    return latency_report(Report("pg-latency"), setups, what, quick, repeat)
