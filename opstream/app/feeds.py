@@ -110,7 +110,7 @@ async def operation_stream(request: Request) -> Response:
         prelude = _control("snapshot", orjson.dumps(operation_document(start.snapshot)))
         after = start.first_seq - 1
     batches = follow_operation(svc.store, svc.hub, operation_id, after)
-    return _event_source(svc, who, _frames(batches, "seq", prelude))
+    return _event_source(svc, _frames(svc, who, batches, "seq", prelude))
 
 
 async def feed_stream(request: Request) -> Response:
@@ -131,7 +131,7 @@ async def feed_stream(request: Request) -> Response:
         operation_id=request.query_params.get("operation") or None,
         tenant=who.tenant,
     )
-    return _event_source(svc, who, _frames(batches, "position", prelude))
+    return _event_source(svc, _frames(svc, who, batches, "position", prelude))
 
 
 def _control(event: str, data: bytes) -> bytes:
@@ -169,20 +169,27 @@ async def _has_body(request: Request) -> bool:
 
 
 async def _frames(
-    batches: AsyncIterator[list[Event]], cursor: str, prelude: bytes = b""
+    svc: Services,
+    who: Caller,
+    batches: AsyncIterator[list[Event]],
+    cursor: str,
+    prelude: bytes = b"",
 ) -> AsyncIterator[bytes]:
-    yield b"retry: %d\n\n%s" % (RETRY_MS, prelude)
-    async for batch in batches:
-        yield b"".join(event.sse_frame(cursor) for event in batch)
+    """The stream's body, counted against the tenant's open streams while it lasts."""
+    with svc.limits.stream(who.tenant):
+        yield b"retry: %d\n\n%s" % (RETRY_MS, prelude)
+        async for batch in batches:
+            # Every event that arrived since the last write goes out as one chunk: one send.
+            yield b"".join([event.sse_frame(cursor) for event in batch])
 
 
 def _keep_alive() -> ServerSentEvent:
     return ServerSentEvent(comment="keep-alive")
 
 
-def _event_source(svc: Services, who: Caller, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def _event_source(svc: Services, frames: AsyncIterator[bytes]) -> EventSourceResponse:
     return EventSourceResponse(
-        _counted(svc, who, frames),
+        frames,
         headers=STREAM_HEADERS,
         ping=svc.settings.heartbeat_seconds,
         ping_message_factory=_keep_alive,
@@ -190,11 +197,3 @@ def _event_source(svc: Services, who: Caller, frames: AsyncIterator[bytes]) -> E
         shutdown_event=svc.stopping,
         shutdown_grace_period=SHUTDOWN_GRACE,
     )
-
-
-async def _counted(
-    svc: Services, who: Caller, frames: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    with svc.limits.stream(who.tenant):
-        async for frame in frames:
-            yield frame

@@ -4,13 +4,14 @@ The store hands each committed batch to ``Hub.publish`` right after its commit; 
 other processes commit are noticed by ``Hub.run`` (the store's ``wait_for_change``) and read
 once for all subscribers. A subscriber that falls too far behind is not slowed down or fed
 forever: its buffer is dropped and it is told to catch up from the store — nothing is lost,
-because the store has everything.
+because the store has everything. Subscribers are woken a slice at a time, so one busy
+operation with thousands of watchers does not monopolise the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
 from collections.abc import Sequence
 from types import TracebackType
@@ -22,24 +23,30 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BUFFER = 10_000
 READ_PAGE = 1_000
+# Subscribers woken per turn of the event loop: each writes to its socket in that turn
+# (~50 µs each), so a turn stays near a millisecond however many there are.
+WAKE_SLICE = 16
 
 
 class Subscription:
     """A buffer of live events for one operation, or for all of them (``operation_id=None``)."""
 
+    __slots__ = ("_buffer", "_overflowed", "_waiter", "closed", "hub", "max_buffer", "operation_id")
+
     def __init__(self, hub: Hub, operation_id: str | None, max_buffer: int) -> None:
         self.hub = hub
         self.operation_id = operation_id
         self.max_buffer = max_buffer
+        self.closed = False
         self._buffer: list[Event] = []
         self._overflowed = False
-        self._wake = asyncio.Event()
-        self.closed = False
+        # Set only while ``next`` waits; taken by whoever wakes it, so each wait is woken once.
+        self._waiter: asyncio.Future[None] | None = None
 
     def end(self) -> None:
         """No more live events will come (the process is shutting down)."""
         self.closed = True
-        self._wake.set()
+        _wake(self._take_waiter())
 
     def push(self, events: Sequence[Event]) -> None:
         if self._overflowed:
@@ -49,7 +56,13 @@ class Subscription:
             self._overflowed = True
         else:
             self._buffer.extend(events)
-        self._wake.set()
+        waiter = self._take_waiter()
+        if waiter is not None:
+            self.hub._wake_soon(waiter)
+
+    def _take_waiter(self) -> asyncio.Future[None] | None:
+        waiter, self._waiter = self._waiter, None
+        return waiter
 
     async def next(self, max_wait: float | None = None) -> tuple[list[Event], bool]:
         """What arrived since the last call, and whether some of it was dropped (overflow).
@@ -57,11 +70,18 @@ class Subscription:
         Waits up to ``max_wait`` seconds (forever with ``None``) for something to arrive,
         or for the hub to close (then ``closed`` is true)."""
         if not self._buffer and not self._overflowed and not self.closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max_wait)
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                if max_wait is None:
+                    await waiter  # no wait_for frame held by every idle stream
+                else:
+                    await asyncio.wait_for(waiter, max_wait)
+            except TimeoutError:
+                pass
+            finally:
+                self._waiter = None
         events, overflowed = self._buffer, self._overflowed
         self._buffer, self._overflowed = [], False
-        self._wake.clear()
         return events, overflowed
 
     def close(self) -> None:
@@ -79,6 +99,11 @@ class Subscription:
         self.close()
 
 
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class Hub:
     """Routes committed events to this process's subscribers; one read serves them all."""
 
@@ -92,6 +117,9 @@ class Hub:
         self._published_locally: set[int] = set()
         self._watching = False
         self._closed = False
+        # Subscribers with news, woken a slice per turn of the event loop (see _wake_some).
+        self._to_wake: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waking = False
         store.add_listener(self.publish)
 
     @property
@@ -126,6 +154,27 @@ class Hub:
             subscribers.discard(subscription)
             if not subscribers:
                 del self._by_operation[subscription.operation_id]
+
+    def _wake_soon(self, waiter: asyncio.Future[None]) -> None:
+        self._to_wake.append(waiter)
+        if not self._waking:
+            self._waking = True
+            waiter.get_loop().call_soon(self._wake_some)
+
+    def _wake_some(self) -> None:
+        """Wake the next ``WAKE_SLICE`` subscribers, and come back for the rest next turn.
+
+        Each woken subscriber writes to its socket in the loop's next turn; waking thousands
+        at once would make that one turn as long as all their writes, and nothing else (an
+        append's commit, a request) could run in between. In slices, the loop stays
+        responsive, and a subscriber still waiting its turn when more events arrive takes
+        them all in one write."""
+        for _ in range(min(WAKE_SLICE, len(self._to_wake))):
+            _wake(self._to_wake.popleft())
+        if self._to_wake:
+            asyncio.get_running_loop().call_soon(self._wake_some)
+        else:
+            self._waking = False
 
     def publish(self, events: Sequence[Event]) -> None:
         """Hand events committed by this process to the subscribers (positions ascending)."""
