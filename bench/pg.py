@@ -317,6 +317,11 @@ def run_fanout(quick: bool = False, repeat: int | None = None) -> Report:
     _say_fanout(report, {key: median([x[key] for x in runs]) for key in runs[0]}, n)
     report.verdict("two servers, received on B, vs bare", two_ratio, ">= 0.8", two_ratio >= 0.8)
     report.verdict("one server vs bare", one_ratio, ">= 0.8", one_ratio >= 0.8)
+    report.say(
+        "      (events/s, not writes: opstream writes each subscriber all it is behind by at "
+        "once, the bare app one write per event; B is at capacity when a subscriber receives "
+        "less than was appended)"
+    )
     return report
 
 
