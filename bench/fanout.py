@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,7 +46,9 @@ def sqlite_setup(work: Path) -> Iterator[tuple[Server, Server]]:
         yield server, server
 
 
-def measure(target: str, plan: dict[str, object], setup: Setup = sqlite_setup) -> dict[str, object]:
+def measure(
+    target: str, plan: Mapping[str, object], setup: Setup = sqlite_setup
+) -> dict[str, object]:
     """Run the load against fresh servers: its result, and over the measured window the
     subscribed server's CPU, the producer's CPU and, for opstream, how many events it appended."""
     work = new_dir(f"fanout-{target}")
