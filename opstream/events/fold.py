@@ -7,7 +7,7 @@ keep a projection in step inside their append transaction, and tests can check i
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from opstream.events import model as m
@@ -103,8 +103,20 @@ def apply(state: Operation | None, event: m.Event) -> Operation:
     if state.is_terminal and event.type not in AFTER_TERMINAL_TYPES:
         raise InvalidTransition(f"operation {state.id} is already {state.status}")
     changes = _HANDLERS.get(event.type, _custom)(state, event)
-    # One replace per event: copying a frozen dataclass is the fold's main cost.
-    return replace(state, last_seq=event.seq, updated_at=event.happened_at, **changes)
+    changes["last_seq"] = event.seq
+    changes["updated_at"] = event.happened_at
+    return _evolve(state, changes)
+
+
+def _evolve(state: Operation, changes: Changes) -> Operation:
+    """``dataclasses.replace(state, **changes)``, minus its per-field introspection: the fold
+    copies the operation once per event on the writer's hot path, and ``replace`` made that
+    copy the fold's main cost (7 µs against 2). Operation has no ``__post_init__``, so
+    copying its fields' values is all that ``replace`` does."""
+    values = state.__dict__
+    new = object.__new__(Operation)
+    new.__dict__.update({name: values[name] for name in _OPERATION_FIELDS}, **changes)
+    return new
 
 
 def _queued(event: m.Event) -> Operation:
@@ -260,6 +272,8 @@ def _custom(state: Operation, event: m.Event) -> Changes:
     _require(state, event, RUNNING, CANCELLING)
     return {"progress": replace(state.progress, message=event.message)}
 
+
+_OPERATION_FIELDS = tuple(f.name for f in fields(Operation))
 
 _HANDLERS = {
     m.OPERATION_STARTED: _started,

@@ -32,15 +32,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from opstream.events import model as m
-from opstream.events.appending import (
-    Current,
-    KeyBook,
-    StoredKey,
-    compaction,
-    lease_after,
-    plan_append,
-    schedules_webhook,
-)
+from opstream.events.appending import Current, KeyBook, StoredKey, compaction
 from opstream.events.codec import dump_details, dump_operation, load_details, load_operation
 from opstream.events.errors import (
     LeaseLost,
@@ -61,7 +53,16 @@ from opstream.events.store import (
     StoredResult,
     Swept,
 )
-from opstream.events.writes import Append, Task, creation, outcome_of, settle
+from opstream.events.writes import (
+    Append,
+    OperationRow,
+    Outcome,
+    Task,
+    creation,
+    outcome_of,
+    plan_batch,
+    settle,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -704,7 +705,7 @@ class PostgresStore:
 
     async def _write_appends(
         self, conn: Any, jobs: list[Append], currents: dict[str, Current] | None
-    ) -> list[tuple[Append, Appended | OpstreamError]]:
+    ) -> list[Outcome]:
         """Plan and write ``jobs`` inside the open transaction.
 
         Operation rows are locked first (in id order, so two batches cannot deadlock), then
@@ -715,76 +716,19 @@ class PostgresStore:
             currents = await self._lock_currents(conn, sorted({job.operation_id for job in jobs}))
         keys = KeyBook(await self._load_keys(conn, jobs))
         now: int = await conn.fetchval(f"SELECT {NOW_MS}")
-        outcomes: list[tuple[Append, Appended | OpstreamError]] = []
-        due_changed: dict[str, bool] = {}
-        count = 0
-        for job in jobs:
-            current = currents.get(job.operation_id)
-            try:
-                if job.create_kind is not None and job.idempotency is not None:
-                    replayed = keys.replay(job.tenant, job.idempotency, currents)
-                    if replayed is not None:
-                        outcomes.append((job, Appended(replayed, [])))
-                        continue
-                if job.create_kind is not None and current is not None:
-                    raise StoreError(f"operation {job.operation_id} already exists")
-                plan = plan_append(
-                    job.operation_id,
-                    current,
-                    job.events,
-                    first_position=count + 1,  # relative: moved onto the counter below
-                    happened_at=now,
-                    expected_seq=job.expected_seq,
-                    lease=job.lease,
-                    kind=job.create_kind,
-                    tenant=job.tenant,
-                )
-            except OpstreamError as exc:
-                outcomes.append((job, exc))
-                continue
-            if job.create_kind is not None and job.idempotency is not None:
-                keys.record(job.tenant, job.idempotency, job.operation_id)
-            count += len(plan.events)
-            due_changed[job.operation_id] = due_changed.get(job.operation_id, False) or (
-                schedules_webhook(current, plan)
-            )
-            owner, expires = lease_after(job.claim, current, plan)
-            currents[job.operation_id] = Current(plan.operation, owner, expires)
-            outcomes.append((job, Appended(plan.operation, plan.events)))
+        # Positions are planned from 1, then moved onto the counter once the count is known.
+        planned = plan_batch(jobs, currents, keys, first_position=1, now=now)
+        count = len(planned.events)
         if count == 0:
-            return outcomes
+            return planned.outcomes
         head: int = await conn.fetchval(
             "UPDATE opstream_head SET position = position + $1 RETURNING position", count
         )
-        offset = head - count
-        placed: list[tuple[Append, Appended | OpstreamError]] = []
-        events_rows: list[tuple[Any, ...]] = []
-        operation_rows: dict[str, tuple[Any, ...]] = {}
-        result_rows: list[tuple[str, str, bytes]] = []
-        deleted_results: list[tuple[str]] = []
-        for job, outcome in outcomes:
-            if isinstance(outcome, Appended) and outcome.events:
-                events = [
-                    dataclasses.replace(e, position=e.position + offset) for e in outcome.events
-                ]
-                outcome = Appended(outcome.operation, events)
-                events_rows.extend(_event_row(event) for event in events)
-                current = currents[job.operation_id]
-                operation_rows[job.operation_id] = _operation_row(
-                    current.operation,
-                    current.lease_owner,
-                    current.lease_expires_at,
-                    due_changed[job.operation_id],
-                )
-                if job.result is not None:
-                    result_rows.append((job.operation_id, job.result.content_type, job.result.body))
-                if any(e.type in (m.RESULT_DELETED, m.OPERATION_EXPIRED) for e in events):
-                    deleted_results.append((job.operation_id,))
-            placed.append((job, outcome))
+        batch = planned.shifted(head - count)
         await conn.executemany(
             f"INSERT INTO opstream_events ({EVENT_COLUMNS}) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            events_rows,
+            [_event_row(event) for event in batch.events],
         )
         # webhook_due_at follows the projection only when an append changes it, so that the
         # lease claim_webhooks puts on it survives unrelated appends.
@@ -798,7 +742,7 @@ class PostgresStore:
             "state = excluded.state, finished_at = excluded.finished_at, "
             "expired = excluded.expired, webhook_due_at = CASE WHEN $13::boolean "
             "THEN excluded.webhook_due_at ELSE opstream_operations.webhook_due_at END",
-            list(operation_rows.values()),
+            [_operation_row(row) for row in batch.operations.values()],
         )
         if keys.stale:
             await conn.executemany(
@@ -814,19 +758,20 @@ class PostgresStore:
                 "VALUES ($1, $2, $3, $4, $5)",
                 sorted((*row, now) for row in keys.recorded),
             )
-        if result_rows:
+        if batch.results:
             await conn.executemany(
                 "INSERT INTO opstream_results (operation_id, content_type, body) "
                 "VALUES ($1, $2, $3) ON CONFLICT (operation_id) DO UPDATE SET "
                 "content_type = excluded.content_type, body = excluded.body",
-                result_rows,
+                batch.results,
             )
-        if deleted_results:
+        if batch.deleted_results:
             await conn.executemany(
-                "DELETE FROM opstream_results WHERE operation_id = $1", deleted_results
+                "DELETE FROM opstream_results WHERE operation_id = $1",
+                [(operation_id,) for operation_id in batch.deleted_results],
             )
         await conn.execute("SELECT pg_notify($1, $2)", self._channel, str(head))
-        return placed
+        return batch.outcomes
 
     async def _load_keys(self, conn: Any, jobs: list[Append]) -> dict[tuple[str, str], StoredKey]:
         """The stored idempotency keys that the creates among ``jobs`` come with."""
@@ -1055,24 +1000,23 @@ def _event(row: Any) -> m.Event:
     )
 
 
-def _operation_row(
-    operation: Operation, owner: str | None, expires: int | None, due_changed: bool
-) -> tuple[Any, ...]:
+def _operation_row(row: OperationRow) -> tuple[Any, ...]:
     """The operations row's values, then whether webhook_due_at follows the projection."""
+    operation = row.current.operation
     return (
         operation.id,
         operation.kind,
         operation.status,
         operation.attempt,
         operation.last_seq,
-        owner,
-        expires,
+        row.current.lease_owner,
+        row.current.lease_expires_at,
         dump_operation(operation).decode(),
         operation.tenant,
         operation.finished_at,
         operation.expired,
         operation.webhook_due_at,
-        due_changed,
+        row.due_changed,
     )
 
 

@@ -21,15 +21,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from opstream.events import model as m
-from opstream.events.appending import (
-    Current,
-    KeyBook,
-    StoredKey,
-    compaction,
-    lease_after,
-    plan_append,
-    schedules_webhook,
-)
+from opstream.events.appending import Current, KeyBook, StoredKey, compaction
 from opstream.events.codec import dump_details, dump_operation, load_details, load_operation
 from opstream.events.errors import (
     LeaseLost,
@@ -50,7 +42,16 @@ from opstream.events.store import (
     StoredResult,
     Swept,
 )
-from opstream.events.writes import Append, Task, creation, outcome_of, settle
+from opstream.events.writes import (
+    Append,
+    OperationRow,
+    Outcome,
+    Task,
+    creation,
+    outcome_of,
+    plan_batch,
+    settle,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,6 +147,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX events_by_operation ON events (operation_id, position);
         """,
     ),
+    (
+        3,
+        # The feed filtered to one operation walks (operation_id, seq) instead (see
+        # OPERATION_FEED): a second per-operation index doubled the pages each commit of
+        # many interleaved operations writes, and with it the time of a commit.
+        """
+        DROP INDEX events_by_operation;
+        """,
+    ),
 )
 
 EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details, tenant"
@@ -155,8 +165,20 @@ TERMINAL_TYPES = tuple(sorted(m.TERMINAL_TYPES))
 MAX_PARAMS = 500
 # Appends waiting beyond this many are left for the next commit, bounding one transaction.
 MAX_BATCH = 2000
+# Projections the writer keeps between transactions; beyond this it starts afresh.
+MAX_PROJECTIONS = 10_000
 WATCH_INTERVAL = 0.05
 HEAD_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+# One operation's events after a feed cursor (a position). Its positions rise with its seqs,
+# so the cursor becomes a seq bound on the (operation_id, seq) index: one lookup when the
+# cursor is one of its own events (how a client resumes); otherwise a walk back over the
+# index entries after the cursor, which are the events the client is about to page through.
+OPERATION_FEED = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ? AND seq > CASE WHEN ? <= 0 "
+    "THEN 0 ELSE coalesce((SELECT seq FROM events WHERE position = ? AND operation_id = ?), "
+    "(SELECT seq FROM events WHERE operation_id = ? AND position <= ? "
+    "ORDER BY seq DESC LIMIT 1), 0) END"
+)
 
 
 def database_path(url: str) -> str:
@@ -192,6 +214,9 @@ class SQLiteStore:
         self._queue: asyncio.Queue[Append | Task | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
+        # The writer thread's own: see _projections_of.
+        self._projections: dict[str, Current] = {}
+        self._data_version: int | None = None
 
     @classmethod
     def from_url(cls, url: str, *, synchronous: str = "FULL") -> SQLiteStore:
@@ -574,22 +599,32 @@ class SQLiteStore:
             settle(task.future, value)
         self._announce(committed)
 
-    def _transact(
-        self, appends: list[Append], task: Task | None
-    ) -> tuple[list[tuple[Append, Appended | OpstreamError]], Any]:
+    def _transact(self, appends: list[Append], task: Task | None) -> tuple[list[Outcome], Any]:
         """On the writer thread: one transaction. Touches no asyncio object."""
         conn = self._writer
         assert conn is not None
         with _translate_errors():
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 outcomes = self._write_appends(conn, appends, None) if appends else []
                 value = task.run(conn) if task is not None else None
                 conn.execute("COMMIT")
             except BaseException:
+                self._projections.clear()  # they may hold what was rolled back
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                if task is not None:  # it may have written operations behind the fold
+                    self._projections.clear()
         return outcomes, value
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock; forget the projections if another connection wrote since."""
+        conn.execute("BEGIN IMMEDIATE")
+        version = _one_now(conn, "PRAGMA data_version", ())[0]
+        if version != self._data_version:
+            self._projections.clear()
+            self._data_version = version
 
     def _announce(self, events: list[m.Event]) -> None:
         if not events:
@@ -606,69 +641,22 @@ class SQLiteStore:
         conn: sqlite3.Connection,
         jobs: list[Append],
         currents: dict[str, Current] | None,
-    ) -> list[tuple[Append, Appended | OpstreamError]]:
-        """Plan and write ``jobs`` inside the open transaction.
+    ) -> list[Outcome]:
+        """Plan and write ``jobs`` inside the open transaction; ``currents`` given: the
+        operations as a task loaded them, else the writer's projections.
 
-        A job that is refused writes nothing and does not disturb the others; its error is
-        its outcome. Nothing is answered here: the caller does that once the commit is done.
-        The idempotency keys of the batch's creates are looked up in one query.
+        Nothing is answered here: the caller does that once the commit is done.
         """
         if currents is None:
-            currents = self._load_currents(conn, {job.operation_id for job in jobs})
-        keys = KeyBook(self._load_keys(conn, jobs))
-        position = self._head(conn)
+            currents = self._projections_of(conn, {job.operation_id for job in jobs})
         now = m.now_ms()
-        outcomes: list[tuple[Append, Appended | OpstreamError]] = []
-        events_rows: list[tuple[Any, ...]] = []
-        operation_rows: dict[str, tuple[Any, ...]] = {}
-        result_rows: list[tuple[str, str, bytes]] = []
-        deleted_results: list[tuple[str]] = []
-        for job in jobs:
-            current = currents.get(job.operation_id)
-            try:
-                if job.create_kind is not None and job.idempotency is not None:
-                    replayed = keys.replay(job.tenant, job.idempotency, currents)
-                    if replayed is not None:
-                        outcomes.append((job, Appended(replayed, [])))
-                        continue
-                if job.create_kind is not None and current is not None:
-                    raise StoreError(f"operation {job.operation_id} already exists")
-                plan = plan_append(
-                    job.operation_id,
-                    current,
-                    job.events,
-                    first_position=position + 1,
-                    happened_at=now,
-                    expected_seq=job.expected_seq,
-                    lease=job.lease,
-                    kind=job.create_kind,
-                    tenant=job.tenant,
-                )
-            except OpstreamError as exc:
-                outcomes.append((job, exc))
-                continue
-            if job.create_kind is not None and job.idempotency is not None:
-                keys.record(job.tenant, job.idempotency, job.operation_id)
-            position += len(plan.events)
-            owner, expires = lease_after(job.claim, current, plan)
-            currents[job.operation_id] = Current(plan.operation, owner, expires)
-            events_rows.extend(_event_row(event) for event in plan.events)
-            previous = operation_rows.get(job.operation_id)
-            due_changed = (previous is not None and previous[-1]) or schedules_webhook(
-                current, plan
-            )
-            operation_rows[job.operation_id] = _operation_row(
-                plan.operation, owner, expires, due_changed
-            )
-            if job.result is not None:
-                result_rows.append((job.operation_id, job.result.content_type, job.result.body))
-            if any(e.type in (m.RESULT_DELETED, m.OPERATION_EXPIRED) for e in plan.events):
-                deleted_results.append((job.operation_id,))
-            outcomes.append((job, Appended(plan.operation, plan.events)))
-        if not events_rows:
-            return outcomes
+        keys = KeyBook(self._load_keys(conn, jobs))
+        batch = plan_batch(jobs, currents, keys, first_position=self._head(conn) + 1, now=now)
+        if not batch.events:
+            return batch.outcomes
         conn.executemany(
-            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events_rows
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_event_row(event) for event in batch.events],
         )
         # webhook_due_at follows the projection only when an append changes it, so that the
         # lease claim_webhooks puts on it survives unrelated appends.
@@ -682,7 +670,7 @@ class SQLiteStore:
             "state = excluded.state, finished_at = excluded.finished_at, "
             "expired = excluded.expired, webhook_due_at = CASE WHEN ? "
             "THEN excluded.webhook_due_at ELSE operations.webhook_due_at END",
-            list(operation_rows.values()),
+            [_operation_row(row) for row in batch.operations.values()],
         )
         if keys.stale:
             conn.executemany("DELETE FROM idempotency WHERE tenant = ? AND key = ?", keys.stale)
@@ -692,15 +680,35 @@ class SQLiteStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 [(*row, now) for row in keys.recorded],
             )
-        if result_rows:
+        if batch.results:
             conn.executemany(
                 "INSERT OR REPLACE INTO results (operation_id, content_type, body) "
                 "VALUES (?, ?, ?)",
-                result_rows,
+                batch.results,
             )
-        if deleted_results:
-            conn.executemany("DELETE FROM results WHERE operation_id = ?", deleted_results)
-        return outcomes
+        if batch.deleted_results:
+            conn.executemany(
+                "DELETE FROM results WHERE operation_id = ?",
+                [(operation_id,) for operation_id in batch.deleted_results],
+            )
+        return batch.outcomes
+
+    def _projections_of(self, conn: sqlite3.Connection, ids: set[str]) -> dict[str, Current]:
+        """The writer's projections, with those of ``ids`` it does not hold yet loaded.
+
+        Kept between transactions, so that an append does not re-read and re-decode its
+        operation's JSON: valid while no other connection has committed (``_begin`` checks
+        ``PRAGMA data_version``) and no task has written behind the fold (``_transact`` drops
+        them after each task and after any failed transaction).
+        """
+        projections = self._projections
+        missing = ids.difference(projections)
+        if missing:
+            if len(projections) + len(missing) > MAX_PROJECTIONS:
+                projections.clear()
+                missing = ids
+            projections.update(self._load_currents(conn, missing))
+        return projections
 
     def _load_keys(
         self, conn: sqlite3.Connection, jobs: list[Append]
@@ -820,21 +828,20 @@ class SQLiteStore:
         operation_id: str | None = None,
         tenant: str | None = None,
     ) -> list[m.Event]:
-        clauses, params = _filters(
-            ("kind", kind), ("operation_id", operation_id), ("tenant", tenant)
-        )
-        clauses.append("position > ?")
-        params.append(after)
+        clauses, params = _filters(("kind", kind), ("tenant", tenant))
         if until is not None:
             clauses.append("position <= ?")
             params.append(until)
+        if operation_id is None:
+            clauses.append("position > ?")
+            params.append(after)
+            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
+            sql += "ORDER BY position LIMIT ?"
+        else:
+            params = [operation_id, after, after, operation_id, operation_id, after, *params]
+            sql = " AND ".join([OPERATION_FEED, *clauses]) + " ORDER BY seq LIMIT ?"
         with _translate_errors():
-            rows = await _all(
-                self._read_conn(),
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
-                "ORDER BY position LIMIT ?",
-                (*params, limit),
-            )
+            rows = await _all(self._read_conn(), sql, (*params, limit))
         return [_event(row) for row in rows]
 
     async def head(self) -> int:
@@ -922,24 +929,23 @@ def _event(row: Sequence[Any]) -> m.Event:
     )
 
 
-def _operation_row(
-    operation: Operation, owner: str | None, expires: int | None, due_changed: bool
-) -> tuple[Any, ...]:
+def _operation_row(row: OperationRow) -> tuple[Any, ...]:
     """The operations row's values, then whether webhook_due_at follows the projection."""
+    operation = row.current.operation
     return (
         operation.id,
         operation.kind,
         operation.status,
         operation.attempt,
         operation.last_seq,
-        owner,
-        expires,
+        row.current.lease_owner,
+        row.current.lease_expires_at,
         dump_operation(operation),
         operation.tenant,
         operation.finished_at,
         int(operation.expired),
         operation.webhook_due_at,
-        due_changed,
+        row.due_changed,
     )
 
 

@@ -8,11 +8,20 @@ caller is answered only once its events are durable.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opstream.events import model as m
+from opstream.events.appending import (
+    Current,
+    KeyBook,
+    lease_after,
+    plan_append,
+    schedules_webhook,
+)
+from opstream.events.errors import OpstreamError, StoreError
 from opstream.events.store import Appended, Idempotency, Lease, StoredResult
 
 
@@ -65,6 +74,104 @@ def creation(
         details["callbackUrl"] = callback_url
     queued = m.NewEvent(m.OPERATION_QUEUED, "queued", details)
     return Append(operation_id, [queued], create_kind=kind, tenant=tenant, idempotency=idempotency)
+
+
+Outcome = tuple[Append, Appended | OpstreamError]
+
+
+@dataclass
+class OperationRow:
+    """An operation's row after a batch: its projection and lease, and whether the stored
+    webhook due time must follow the projection (see ``schedules_webhook``)."""
+
+    current: Current
+    due_changed: bool
+
+
+@dataclass
+class Batch:
+    """Everything one transaction writes for a batch of appends, planned before any of it
+    is written. A refused append has its error as its outcome and writes nothing."""
+
+    keys: KeyBook
+    outcomes: list[Outcome] = field(default_factory=list)
+    events: list[m.Event] = field(default_factory=list)
+    operations: dict[str, OperationRow] = field(default_factory=dict)
+    results: list[tuple[str, str, bytes]] = field(default_factory=list)  # id, type, body
+    deleted_results: list[str] = field(default_factory=list)
+
+    def shifted(self, offset: int) -> Batch:
+        """The batch with every position moved by ``offset``: for a backend that learns
+        where the batch starts only once it knows how many positions it takes."""
+        outcomes: list[Outcome] = []
+        for job, outcome in self.outcomes:
+            if isinstance(outcome, Appended) and outcome.events:
+                moved = [_moved(event, offset) for event in outcome.events]
+                outcome = Appended(outcome.operation, moved)
+            outcomes.append((job, outcome))
+        events = [e for _, o in outcomes if isinstance(o, Appended) for e in o.events]
+        return dataclasses.replace(self, outcomes=outcomes, events=events)
+
+
+def _moved(event: m.Event, offset: int) -> m.Event:
+    return dataclasses.replace(event, position=event.position + offset)
+
+
+def plan_batch(
+    jobs: Sequence[Append],
+    currents: dict[str, Current],
+    keys: KeyBook,
+    *,
+    first_position: int,
+    now: int,
+) -> Batch:
+    """Plan ``jobs`` in order, each on top of the ones before it, numbering their events from
+    ``first_position``. ``currents`` (the operations under the write lock) is brought up to
+    date as the jobs are planned; ``keys`` holds the stored idempotency keys of the creates."""
+    batch = Batch(keys)
+    position = first_position
+    for job in jobs:
+        current = currents.get(job.operation_id)
+        creates = job.create_kind is not None
+        try:
+            if creates and job.idempotency is not None:
+                replayed = keys.replay(job.tenant, job.idempotency, currents)
+                if replayed is not None:
+                    batch.outcomes.append((job, Appended(replayed, [])))
+                    continue
+            if creates and current is not None:
+                raise StoreError(f"operation {job.operation_id} already exists")
+            plan = plan_append(
+                job.operation_id,
+                current,
+                job.events,
+                first_position=position,
+                happened_at=now,
+                expected_seq=job.expected_seq,
+                lease=job.lease,
+                kind=job.create_kind,
+                tenant=job.tenant,
+            )
+        except OpstreamError as exc:
+            batch.outcomes.append((job, exc))
+            continue
+        if creates and job.idempotency is not None:
+            keys.record(job.tenant, job.idempotency, job.operation_id)
+        position += len(plan.events)
+        owner, expires = lease_after(job.claim, current, plan)
+        after = currents[job.operation_id] = Current(plan.operation, owner, expires)
+        previous = batch.operations.get(job.operation_id)
+        due_changed = (previous is not None and previous.due_changed) or schedules_webhook(
+            current, plan
+        )
+        batch.operations[job.operation_id] = OperationRow(after, due_changed)
+        batch.events.extend(plan.events)
+        if job.result is not None:
+            batch.results.append((job.operation_id, job.result.content_type, job.result.body))
+        if any(e.type in (m.RESULT_DELETED, m.OPERATION_EXPIRED) for e in plan.events):
+            batch.deleted_results.append(job.operation_id)
+        batch.outcomes.append((job, Appended(plan.operation, plan.events)))
+    return batch
 
 
 def settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:

@@ -152,6 +152,24 @@ async def test_global_order_and_filters(store: EventStore) -> None:
     assert len(await store.read_all(until=first)) == 1
 
 
+async def test_the_feed_of_one_operation_after_any_cursor(store: EventStore) -> None:
+    """Whatever position a client resumes from (its own event's or another's), it gets
+    exactly the operation's events after it, in order."""
+    await store.create("op_a", KIND, {})
+    await store.create("op_b", KIND, {})
+    for n in range(4):
+        await store.append("op_a", [m.NewEvent(m.OPERATION_STARTED if n == 0 else "Tick")])
+        await store.append("op_b", [m.NewEvent(m.OPERATION_STARTED if n == 0 else "Tick")])
+    everything = await store.read_all(limit=100)
+    mine = [e for e in everything if e.operation_id == "op_a"]
+    for cursor in range(everything[-1].position + 2):
+        expected = [e.position for e in mine if e.position > cursor]
+        got = await store.read_all(after=cursor, operation_id="op_a", limit=2)
+        assert [e.position for e in got] == expected[:2], cursor
+        until = await store.read_all(after=cursor, until=6, operation_id="op_a")
+        assert [e.position for e in until] == [p for p in expected if p <= 6], cursor
+
+
 async def test_listeners_hear_each_commit_in_position_order(store: EventStore) -> None:
     heard: list[m.Event] = []
     store.add_listener(heard.extend)
@@ -250,6 +268,40 @@ async def test_other_writers_on_the_same_database_are_noticed(
     await asyncio.wait_for(waiting, 5)
     assert await store.head() > head
     assert (await store.get("op_elsewhere")).status == QUEUED
+
+
+async def test_writers_on_the_same_database_take_turns_on_one_history(
+    store: EventStore, store_factory: StoreFactory
+) -> None:
+    """Each writer sees what the other appended, however it keeps its projections."""
+    other = await store_factory()
+    lease = await running(store)
+    for percent in range(1, 7):
+        writer = store if percent % 2 else other
+        appended = await writer.append("op_1", [progress(percent)], lease=lease)
+        assert appended.operation.last_seq == percent + 2
+        assert appended.operation.progress.percent == percent
+    assert [e.seq for e in await store.read("op_1")] == list(range(1, 9))
+    await other.append("op_1", [m.NewEvent(m.OPERATION_CANCELLED, "stop")])
+    with pytest.raises(InvalidTransition):
+        await store.append("op_1", [progress(50)])
+    assert (await store.get("op_1")).status == CANCELLED
+
+
+async def test_an_append_sees_what_the_lease_keeping_writes_changed(store: EventStore) -> None:
+    """Recovery and claims change operations outside an append: the next append sees them."""
+    lease = await running(store, lease_ms=1)
+    await store.append("op_1", [progress(10)], lease=lease)
+    await asyncio.sleep(0.05)
+    assert [e.type for e in await store.recover(max_attempts=3)] == [m.OPERATION_RETRIED]
+    with pytest.raises(LeaseLost):
+        await store.append("op_1", [progress(20)], lease=lease)
+    again = await store.claim("worker-b", [KIND], 30_000)
+    assert again is not None and again.operation.attempt == 2
+    appended = await store.append(
+        "op_1", [progress(30)], lease=Lease("op_1", "worker-b", 2), expected_seq=5
+    )
+    assert appended.operation.progress.percent == 30 and appended.operation.last_seq == 6
 
 
 async def test_a_closed_store_refuses_work(store_factory: StoreFactory) -> None:
