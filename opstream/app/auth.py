@@ -51,6 +51,10 @@ class Caller:
         return self.full or self.operation_id is None
 
 
+# Everyone, when no token is configured (immutable, so one instance serves every request).
+OPEN_CALLER = Caller(OPEN_TENANT)
+
+
 @dataclass
 class Tenants:
     """The configured tenants: token digests, and each tenant's webhook secret."""

@@ -8,7 +8,7 @@ import anyio
 from starlette.requests import Request
 
 from opstream.app.auth import (
-    OPEN_TENANT,
+    OPEN_CALLER,
     Caller,
     StreamTokens,
     Tenants,
@@ -47,7 +47,7 @@ def caller(request: Request, *, stream_token_ok: bool = False) -> Caller:
     a stream token's scope; everyone is the one open tenant when no token is configured."""
     svc = services(request)
     if svc.tenants.open:
-        return Caller(OPEN_TENANT)
+        return OPEN_CALLER
     token = bearer_token(request.headers.get("authorization"))
     if token is not None:
         return Caller(svc.tenants.authenticate(token))
