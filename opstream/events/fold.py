@@ -270,7 +270,12 @@ def _webhook_failed(state: Operation, event: m.Event) -> Changes:
 def _custom(state: Operation, event: m.Event) -> Changes:
     """A handler's own event type (``FraudCheckStarted``): a message while the work runs."""
     _require(state, event, RUNNING, CANCELLING)
-    return {"progress": replace(state.progress, message=event.message)}
+    progress = state.progress  # built, not replace()d: this runs for most events
+    return {
+        "progress": Progress(
+            progress.percent, progress.stage, event.message, progress.estimated_time_remaining
+        )
+    }
 
 
 _OPERATION_FIELDS = tuple(f.name for f in fields(Operation))

@@ -165,6 +165,7 @@ TERMINAL_TYPES = tuple(sorted(m.TERMINAL_TYPES))
 MAX_PARAMS = 500
 # Appends waiting beyond this many are left for the next commit, bounding one transaction.
 MAX_BATCH = 2000
+WAL_AUTOCHECKPOINT_PAGES = 10_000
 # Projections the writer keeps between transactions; beyond this it starts afresh.
 MAX_PROJECTIONS = 10_000
 WATCH_INTERVAL = 0.05
@@ -263,6 +264,10 @@ class SQLiteStore:
             "PRAGMA busy_timeout = 10000",
             "PRAGMA journal_mode = WAL",
             f"PRAGMA synchronous = {self.synchronous}",
+            # Checkpoint every ~40 MB of WAL rather than every 4 MB: each checkpoint copies
+            # the pages rewritten since the last once, and appends to many operations
+            # rewrite the same index pages commit after commit.
+            f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}",
         ]
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -658,6 +663,13 @@ class SQLiteStore:
             f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_event_row(event) for event in batch.events],
         )
+        rows = batch.operations.values()
+        # Most appends only move an operation's history on: then no indexed column changes,
+        # and a plain UPDATE leaves the operations indexes alone (the upsert rewrote nine).
+        conn.executemany(
+            "UPDATE operations SET last_seq = ?, state = ? WHERE id = ?",
+            [_progressed_row(row) for row in rows if row.only_progressed],
+        )
         # webhook_due_at follows the projection only when an append changes it, so that the
         # lease claim_webhooks puts on it survives unrelated appends.
         conn.executemany(
@@ -670,7 +682,7 @@ class SQLiteStore:
             "state = excluded.state, finished_at = excluded.finished_at, "
             "expired = excluded.expired, webhook_due_at = CASE WHEN ? "
             "THEN excluded.webhook_due_at ELSE operations.webhook_due_at END",
-            [_operation_row(row) for row in batch.operations.values()],
+            [_operation_row(row) for row in rows if not row.only_progressed],
         )
         if keys.stale:
             conn.executemany("DELETE FROM idempotency WHERE tenant = ? AND key = ?", keys.stale)
@@ -927,6 +939,11 @@ def _event(row: Sequence[Any]) -> m.Event:
         kind=kind,
         tenant=tenant,
     )
+
+
+def _progressed_row(row: OperationRow) -> tuple[Any, ...]:
+    operation = row.current.operation
+    return (operation.last_seq, dump_operation(operation), operation.id)
 
 
 def _operation_row(row: OperationRow) -> tuple[Any, ...]:

@@ -81,11 +81,28 @@ Outcome = tuple[Append, Appended | OpstreamError]
 
 @dataclass
 class OperationRow:
-    """An operation's row after a batch: its projection and lease, and whether the stored
-    webhook due time must follow the projection (see ``schedules_webhook``)."""
+    """An operation's row after a batch: its projection and lease, whether the stored
+    webhook due time must follow the projection (see ``schedules_webhook``), and the row as
+    the batch found it (``None``: the batch creates it)."""
 
     current: Current
     due_changed: bool
+    before: Current | None
+
+    @property
+    def only_progressed(self) -> bool:
+        """Whether nothing but the history's tail changed: no column an index keeps."""
+        before, after = self.before, self.current
+        return (
+            before is not None
+            and not self.due_changed
+            and before.operation.status == after.operation.status
+            and before.operation.attempt == after.operation.attempt
+            and before.operation.finished_at == after.operation.finished_at
+            and before.operation.expired == after.operation.expired
+            and before.lease_owner == after.lease_owner
+            and before.lease_expires_at == after.lease_expires_at
+        )
 
 
 @dataclass
@@ -161,10 +178,12 @@ def plan_batch(
         owner, expires = lease_after(job.claim, current, plan)
         after = currents[job.operation_id] = Current(plan.operation, owner, expires)
         previous = batch.operations.get(job.operation_id)
-        due_changed = (previous is not None and previous.due_changed) or schedules_webhook(
-            current, plan
-        )
-        batch.operations[job.operation_id] = OperationRow(after, due_changed)
+        if previous is None:
+            due_changed, before = schedules_webhook(current, plan), current
+        else:
+            due_changed = previous.due_changed or schedules_webhook(current, plan)
+            before = previous.before
+        batch.operations[job.operation_id] = OperationRow(after, due_changed, before)
         batch.events.extend(plan.events)
         if job.result is not None:
             batch.results.append((job.operation_id, job.result.content_type, job.result.body))

@@ -304,6 +304,29 @@ async def test_an_append_sees_what_the_lease_keeping_writes_changed(store: Event
     assert appended.operation.progress.percent == 30 and appended.operation.last_seq == 6
 
 
+async def test_the_status_columns_follow_every_step(store: EventStore) -> None:
+    """Listing and counting by status (which read the row's own columns, not the
+    projection) agree with the projection after every kind of append."""
+    lease = await running(store)
+
+    async def agree() -> None:
+        status = (await store.get("op_1")).status
+        assert [op.id for op in await store.list_operations(status=status)] == ["op_1"]
+        assert await store.count_operations() == {status: 1}
+
+    await agree()
+    await store.append("op_1", [progress(10)], lease=lease)
+    await agree()
+    await store.append("op_1", [m.NewEvent(m.CANCELLATION_REQUESTED, "stop")])
+    assert (await store.get("op_1")).status == "cancelling"
+    await agree()
+    await store.append("op_1", [progress(20)], lease=lease)
+    await agree()
+    await store.append("op_1", [m.NewEvent(m.OPERATION_CANCELLED, "stopped")], lease=lease)
+    await agree()
+    assert await store.recover(max_attempts=3) == [], "a finished operation holds no lease"
+
+
 async def test_a_closed_store_refuses_work(store_factory: StoreFactory) -> None:
     store = await store_factory()
     await store.close()
