@@ -27,6 +27,8 @@ from opstream.events.model import Event, format_time
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 RETRY_MS = 2000
+RETRY = b"retry: %d\n\n" % RETRY_MS
+SPLIT_ABOVE = 16 * 1024  # bytes: a bigger batch sends its last frame on its own
 SHUTDOWN_GRACE = 2.0
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -175,12 +177,20 @@ async def _frames(
     cursor: str,
     prelude: bytes = b"",
 ) -> AsyncIterator[bytes]:
-    """The stream's body, counted against the tenant's open streams while it lasts."""
+    """The stream's body, counted against the tenant's open streams while it lasts.
+
+    Every event that arrived since the last write goes out as one chunk: one send."""
     with svc.limits.stream(who.tenant):
-        yield b"retry: %d\n\n%s" % (RETRY_MS, prelude)
+        yield RETRY + prelude
         async for batch in batches:
-            # Every event that arrived since the last write goes out as one chunk: one send.
-            yield b"".join([event.sse_frame(cursor) for event in batch])
+            frames = [event.sse_frame(cursor) for event in batch]
+            del batch  # a replayed page is this stream's own copy: not kept while it idles
+            if len(frames) > 1 and sum(map(len, frames)) > SPLIT_ABOVE:
+                # sse-starlette holds the last chunk it sent until it sends the next: after
+                # a long replay, let that be one frame, not the whole page.
+                yield b"".join(frames[:-1])
+                del frames[:-1]
+            yield b"".join(frames)
 
 
 def _keep_alive() -> ServerSentEvent:

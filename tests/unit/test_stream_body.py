@@ -1,0 +1,60 @@
+"""The SSE body: every event's frame once, in order, however the batches are cut into sends.
+
+A batch normally goes out as one chunk; a big one (a replayed page) goes out as two, its last
+frame alone, so that an idle stream holds one frame rather than the page. Bugs these guard
+against: a frame lost, repeated or reordered at that cut, and the stream not counted (or not
+uncounted) against its tenant's open streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+from opstream.app.feeds import RETRY, SPLIT_ABOVE, _frames
+from opstream.app.limits import Limits
+from opstream.events.model import Event
+
+
+def ev(seq: int, pad: int = 0) -> Event:
+    return Event("op_x", seq, 100 + seq, "T", "", 0, {"pad": "x" * pad})
+
+
+async def batches_of(*batches: list[Event]) -> AsyncIterator[list[Event]]:
+    for batch in batches:
+        yield batch
+
+
+async def body(*batches: list[Event], cursor: str = "seq") -> tuple[list[bytes], Limits]:
+    limits = Limits()
+    svc: Any = SimpleNamespace(limits=limits)
+    who: Any = SimpleNamespace(tenant="acme")
+    chunks = []
+    async for chunk in _frames(svc, who, batches_of(*batches), cursor, b"prelude\n\n"):
+        chunks.append(chunk)
+        assert limits.open_streams() == 1
+    return chunks, limits
+
+
+async def test_each_batch_is_one_chunk_of_its_frames_in_order() -> None:
+    first, second = [ev(1), ev(2)], [ev(3)]
+    chunks, limits = await body(first, second)
+    assert chunks == [
+        RETRY + b"prelude\n\n",
+        ev(1).sse_frame("seq") + ev(2).sse_frame("seq"),
+        ev(3).sse_frame("seq"),
+    ]
+    assert limits.open_streams() == 0
+
+
+async def test_a_big_batch_sends_its_last_frame_on_its_own() -> None:
+    page = [ev(seq, pad=200) for seq in range(1, 201)]
+    assert sum(len(e.sse_frame("position")) for e in page) > SPLIT_ABOVE
+    chunks, _ = await body(page, [ev(201)], cursor="position")
+    assert chunks[1:] == [
+        b"".join(e.sse_frame("position") for e in page[:-1]),
+        page[-1].sse_frame("position"),
+        ev(201).sse_frame("position"),
+    ]
+    assert b"".join(chunks[1:]).count(b"id: ") == 201
