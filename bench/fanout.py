@@ -1,7 +1,9 @@
 """Fan-out: events/s received in total by 1,000 SSE subscribers of one operation's stream, and
 of the global feed, against the bare Starlette + sse-starlette broadcast app sending the same
-frames. The producer offers more than either can deliver, so the figure is the capacity.
-Goal: >= 80 % of the bare app.
+frames. The producer offers 300 events/s (300,000 frames/s), more than the bare app can send
+one frame per send; a target that delivers all of it (opstream batches what arrived since a
+subscriber's last write into one send) is flagged, as its figure is then a floor, not its
+capacity. Goal: >= 80 % of the bare app.
 
 Push latency: append -> SSE client receive at 1,000 events/s with 100 subscribers of one
 operation, p50 and p99. Goal: p99 < 10 ms. (The bare app's latency is shown for reference.)
@@ -119,6 +121,8 @@ def run(quick: bool = False, repeat: int | None = None) -> Report:
             row[f"{target}_cpu"] = float(got["server_cpu"]) / float(got["wall"])  # type: ignore[arg-type]
             if got.get("late"):
                 report.say(f"  ({target}: subscribers connected after the producer began)")
+            if row[target] >= 0.95 * n * rate:
+                report.say(f"  ({target}: delivered all that was offered; capacity is higher)")
         runs.append(row)
         report.say(
             f"  run {r + 1}: bare {fmt(row['bare'], 'ev/s')} | opstream operation stream "
