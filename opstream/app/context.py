@@ -1,23 +1,36 @@
-"""What a handler reports through: stages, progress, its own events, cancellation."""
+"""What a handler reports through: stages, progress, its own events, cancellation.
+
+A handler's events are written behind it, in order: each call queues its event and returns,
+and one append at a time carries everything queued since the last, so a handler reporting
+faster than a commit takes shares commits instead of waiting for each. Nobody sees an event
+before it is durable (the store announces only what it committed); what a crash takes
+with it was never seen, and the attempt is retried. ``flush`` waits for durability, and
+the worker flushes before it records how the operation ended.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Any
 
 from opstream.app.metrics import APPEND_LATENCY
 from opstream.events import model as m
-from opstream.events.store import EventStore, Lease
+from opstream.events.errors import LeaseLost, OpstreamError
+from opstream.events.store import EventStore, Lease, StoredResult
 
 EVENT_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
 # Handlers may not forge the lifecycle: these are written by opstream itself.
 RESERVED_TYPES = m.BUILT_IN_TYPES - {m.STAGE_STARTED, m.PROGRESS_UPDATED}
 MAX_MESSAGE = 1000
+# Events a handler may have queued before its next report waits for them to be durable.
+MAX_QUEUED = 1000
 
 
 class Context:
-    """Handed to every handler call. Each method appends one durable event.
+    """Handed to every handler call. Each report method queues one event (see above) and
+    raises what made an earlier one fail (``LeaseLost``: someone else runs the operation).
 
     Cancellation arrives as ``asyncio.CancelledError`` at the handler's next ``await``;
     ``cancelled`` is there for tight loops that want to check between awaits.
@@ -33,6 +46,9 @@ class Context:
         self.cancelled = False
         self.lease_lost = False
         self._stage: str | None = None
+        self._queued: list[m.NewEvent] = []
+        self._writing: asyncio.Task[None] | None = None
+        self._failure: OpstreamError | None = None
 
     @property
     def operation_id(self) -> str:
@@ -66,10 +82,47 @@ class Context:
             raise ValueError(f"{type!r} is not an event type a handler may emit")
         await self._append(type, message, details or {})
 
+    async def flush(self) -> None:
+        """Wait until every event reported so far is durable."""
+        while self._writing is not None:
+            await asyncio.shield(self._writing)
+        if self._failure is not None:
+            raise self._failure
+
+    async def finish(self, event: m.NewEvent, result: StoredResult | None = None) -> None:
+        """Record how the operation ended, after (and in one commit with) what is queued.
+        Raises ``LeaseLost`` when an earlier write found the lease gone."""
+        while self._writing is not None:
+            await asyncio.shield(self._writing)
+        if isinstance(self._failure, LeaseLost):
+            raise self._failure
+        events, self._queued = [*self._queued, event], []
+        await self.store.append(self.operation_id, events, lease=self.lease, result=result)
+
     async def _append(self, type: str, message: str, details: dict[str, Any]) -> None:
-        event = m.NewEvent(type, one_line(message), details)
-        with APPEND_LATENCY.time():
-            await self.store.append(self.operation_id, [event], lease=self.lease)
+        if self._failure is not None:
+            raise self._failure
+        self._queued.append(m.NewEvent(type, one_line(message), details))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write())
+        if len(self._queued) >= MAX_QUEUED:
+            await self.flush()
+        else:
+            # Suspend once, as an append did: the write gets to start, and a cancellation
+            # reaches the handler here rather than at some later await.
+            await asyncio.sleep(0)
+
+    async def _write(self) -> None:
+        """Append what is queued, one batch at a time, until nothing is."""
+        try:
+            while self._queued:
+                events, self._queued = self._queued, []
+                with APPEND_LATENCY.time():
+                    await self.store.append(self.operation_id, events, lease=self.lease)
+        except OpstreamError as exc:
+            self._failure, self._queued = exc, []
+        finally:
+            self._writing = None
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:

@@ -141,7 +141,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await guard
         if outcome is not None:
-            await self._finish(lease, outcome[0], outcome[1])
+            await self._finish(lease, outcome[0], outcome[1], ctx)
 
     async def _outcome(
         self, ctx: Context, handler: asyncio.Task[Any]
@@ -168,10 +168,19 @@ class Worker:
         return m.NewEvent(m.OPERATION_SUCCEEDED, "succeeded", details), result
 
     async def _finish(
-        self, lease: Lease, event: m.NewEvent, result: StoredResult | None = None
+        self,
+        lease: Lease,
+        event: m.NewEvent,
+        result: StoredResult | None = None,
+        ctx: Context | None = None,
     ) -> None:
+        """Append the terminal (or hand-back) event; after what the handler queued, if its
+        ``ctx`` is given."""
         try:
-            await self.store.append(lease.operation_id, [event], lease=lease, result=result)
+            if ctx is None:
+                await self.store.append(lease.operation_id, [event], lease=lease, result=result)
+            else:
+                await ctx.finish(event, result)
         except LeaseLost:
             log.info("%s: lease lost before %s", lease.operation_id, event.type)
         except OpstreamError as exc:
