@@ -179,6 +179,9 @@ def run_worker(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     _configure_logging(settings.log_level)
+    if settings.concurrency < 1:  # 0 means "API only" to serve; a worker must run something
+        print("opstream: error: worker: --concurrency must be at least 1", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         store = open_store(settings)
@@ -192,7 +195,7 @@ def run_worker(args: argparse.Namespace) -> int:
             store,
             hub,
             kinds,
-            concurrency=max(1, settings.concurrency),
+            concurrency=settings.concurrency,
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
         )

@@ -213,3 +213,11 @@ def test_ctrl_c_with_cancel_on_interrupt_cancels(server: Server) -> None:
     assert tty.status == 130
     assert "cancellation requested" in tty.output
     assert status_of(server, operation_id) in ("cancelling", "cancelled")
+
+
+def test_a_worker_without_concurrency_is_refused(server: Server, tmp_path: Path) -> None:
+    """``--concurrency 0`` means "API only" to serve; a worker process refuses it rather
+    than quietly running one operation at a time."""
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    run = run_cli(server.url, "worker", "--database", db, "--concurrency", "0")
+    assert run.status == 2 and "--concurrency must be at least 1" in one_line_error(run)
