@@ -162,7 +162,7 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
             hub.close()
 
         tasks = [
-            asyncio.create_task(hub.run(), name="opstream-hub"),
+            asyncio.create_task(hub.run(after=await store.head()), name="opstream-hub"),
             asyncio.create_task(projections.follow(hub), name="opstream-projections"),
             asyncio.create_task(close_streams_on_shutdown(), name="opstream-stream-closer"),
             asyncio.create_task(sweep_forever(store, settings), name="opstream-retention"),

@@ -199,7 +199,10 @@ def run_worker(args: argparse.Namespace) -> int:
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
         )
-        tasks = [asyncio.create_task(hub.run()), asyncio.create_task(worker.run())]
+        tasks = [
+            asyncio.create_task(hub.run(after=await store.head())),
+            asyncio.create_task(worker.run()),
+        ]
         tasks.append(asyncio.create_task(webhooks.run(hub)))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

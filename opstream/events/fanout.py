@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from types import TracebackType
 
+from opstream.events.errors import OpstreamError
 from opstream.events.model import Event
 from opstream.events.store import EventStore
 
@@ -197,18 +198,27 @@ class Hub:
             for subscription in self._by_operation.get(operation_id, ()):
                 subscription.push(batch)
 
-    async def run(self, poll: float = 1.0) -> None:
-        """Watch the store for events other processes commit, and publish them too."""
+    async def run(self, poll: float = 1.0, *, after: int | None = None) -> None:
+        """Watch the store for events other processes commit, and publish them too.
+
+        ``after`` is the position to watch from (the head when this starts, if not given):
+        read it before serving anyone, and no commit made before this task first runs can
+        slip past. A failing store read is retried every ``poll`` seconds from where the
+        watch was; a subscriber's merge drops whatever is published twice meanwhile."""
         self._watching = True
-        seen = await self.store.head()
         try:
+            seen = await self.store.head() if after is None else after
             while True:
-                await self.store.wait_for_change(seen, poll)
-                head = await self.store.head()
-                if head > seen:
-                    await self._catch_up(seen, head)
-                    seen = head
-                    self._published_locally = {p for p in self._published_locally if p > seen}
+                try:
+                    await self.store.wait_for_change(seen, poll)
+                    head = await self.store.head()
+                    if head > seen:
+                        await self._catch_up(seen, head)
+                        seen = head
+                        self._published_locally = {p for p in self._published_locally if p > seen}
+                except OpstreamError as exc:
+                    log.warning("watching the store for other processes' commits: %s", exc)
+                    await asyncio.sleep(poll)
         finally:
             self._watching = False
 

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from opstream.events import fanout
+from opstream.events.errors import StoreError
 from opstream.events.fanout import WAKE_SLICE, Hub, Subscription
 from opstream.events.model import Event
+from opstream.events.sqlite import SQLiteStore
 
 OPERATION = "op_watched"
 
@@ -148,3 +153,45 @@ async def test_a_subscriber_too_far_behind_is_told_to_catch_up(monkeypatch: Any)
     events, overflowed = await live.next()
     assert [e.seq for e in events] == [5] and not overflowed
     live.close()
+
+
+async def test_the_watch_survives_a_failing_store_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's commit still reaches subscribers after the store failed once."""
+    async with SQLiteStore(tmp_path / "hub.db") as store, SQLiteStore(tmp_path / "hub.db") as other:
+        hub = Hub(store)
+        real_wait = store.wait_for_change
+        failures = [StoreError("database is locked")]
+
+        async def flaky_wait(head: int, max_wait: float) -> None:
+            if failures:
+                raise failures.pop()
+            await real_wait(head, max_wait)
+
+        monkeypatch.setattr(store, "wait_for_change", flaky_wait)
+        with hub.subscribe() as live:
+            watch = asyncio.create_task(hub.run(poll=0.05, after=await store.head()))
+            try:
+                await other.create("op_elsewhere", "demo.countdown", {})
+                arrived, _ = await asyncio.wait_for(live.next(), 5)
+                assert [e.operation_id for e in arrived] == ["op_elsewhere"]
+                assert not failures and not watch.done()
+            finally:
+                watch.cancel()
+
+
+async def test_the_watch_starts_where_it_is_told(tmp_path: Path) -> None:
+    """A commit made after the starting head was read, but before the watch first runs,
+    is published all the same."""
+    async with SQLiteStore(tmp_path / "hub.db") as store, SQLiteStore(tmp_path / "hub.db") as other:
+        hub = Hub(store)
+        start = await store.head()
+        await other.create("op_early", "demo.countdown", {})
+        with hub.subscribe() as live:
+            watch = asyncio.create_task(hub.run(poll=0.05, after=start))
+            try:
+                arrived, _ = await asyncio.wait_for(live.next(), 5)
+                assert [e.operation_id for e in arrived] == ["op_early"]
+            finally:
+                watch.cancel()
