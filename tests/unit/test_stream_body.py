@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from opstream.app.feeds import RETRY, SPLIT_ABOVE, _frames
-from opstream.app.limits import Limits
+from opstream.app.limits import LimitExceeded, Limits
 from opstream.events.model import Event
 
 
@@ -58,3 +60,16 @@ async def test_a_big_batch_sends_its_last_frame_on_its_own() -> None:
         ev(201).sse_frame("position"),
     ]
     assert b"".join(chunks[1:]).count(b"id: ") == 201
+
+
+def test_open_streams_are_limited_per_tenant_and_freed_when_they_end() -> None:
+    limits = Limits(max_streams=2)
+    with limits.stream("acme"), limits.stream("acme"):
+        with pytest.raises(LimitExceeded):
+            limits.check_streams("acme")
+        limits.check_streams("beta")  # another tenant has its own count
+        assert limits.open_streams() == 2
+    limits.check_streams("acme")
+    with pytest.raises(RuntimeError), limits.stream("acme"):
+        raise RuntimeError("the stream broke")
+    assert limits.open_streams() == 0, "a stream that fails is uncounted too"
