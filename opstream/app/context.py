@@ -84,16 +84,14 @@ class Context:
 
     async def flush(self) -> None:
         """Wait until every event reported so far is durable."""
-        while self._writing is not None:
-            await asyncio.shield(self._writing)
+        await self._caught_up()
         if self._failure is not None:
             raise self._failure
 
     async def finish(self, event: m.NewEvent, result: StoredResult | None = None) -> None:
         """Record how the operation ended, after (and in one commit with) what is queued.
         Raises ``LeaseLost`` when an earlier write found the lease gone."""
-        while self._writing is not None:
-            await asyncio.shield(self._writing)
+        await self._caught_up()
         if isinstance(self._failure, LeaseLost):
             raise self._failure
         events, self._queued = [*self._queued, event], []
@@ -111,6 +109,12 @@ class Context:
             # Suspend once, as an append did: the write gets to start, and a cancellation
             # reaches the handler here rather than at some later await.
             await asyncio.sleep(0)
+
+    async def _caught_up(self) -> None:
+        """Until the write behind the handler has nothing left to write (shielded: a
+        handler cancelled while it waits must not cancel the write)."""
+        while self._writing is not None:
+            await asyncio.shield(self._writing)
 
     async def _write(self) -> None:
         """Append what is queued, one batch at a time, until nothing is."""
