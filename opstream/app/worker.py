@@ -133,7 +133,9 @@ class Worker:
         except asyncio.CancelledError:
             # This worker is shutting down: hand the operation back instead of leaving it to
             # wait for its lease to run out.
-            handback = m.NewEvent(m.OPERATION_RETRIED, "handed back: its worker shut down")
+            handback = m.NewEvent(
+                m.OPERATION_RETRIED, "handed back: its worker shut down", {"handedBack": True}
+            )
             await self._finish(lease, handback)
             raise
         finally:

@@ -67,6 +67,9 @@ class Operation:
     # When the completion webhook should next be attempted (ms), or None: not due.
     webhook_due_at: int | None = None
     webhook_attempts: int = 0
+    # Attempts that ended because their worker shut down and handed the operation back:
+    # they do not count against the attempts an operation may spend.
+    handed_back: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -240,7 +243,12 @@ def _finished(
 
 def _retried(state: Operation, event: m.Event) -> Changes:
     _require(state, event, RUNNING)
-    return {"status": QUEUED, "progress": Progress(message=event.message), "progress_updates": 0}
+    return {
+        "status": QUEUED,
+        "progress": Progress(message=event.message),
+        "progress_updates": 0,
+        "handed_back": state.handed_back + bool(event.details.get("handedBack")),
+    }
 
 
 def _result_deleted(state: Operation, event: m.Event) -> Changes:

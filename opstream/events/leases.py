@@ -10,12 +10,14 @@ def recovery_events(operation: Operation, max_attempts: int) -> list[m.NewEvent]
     """The events that settle an operation whose lease expired.
 
     A cancel that was already asked for is honoured; otherwise the work is retried from the
-    start, until ``max_attempts`` attempts have been spent.
+    start, until ``max_attempts`` attempts have been spent. An attempt handed back by a
+    worker that shut down (a restart, a deploy) is not spent.
     """
     if operation.status == CANCELLING:
         return [m.NewEvent(m.OPERATION_CANCELLED, "cancelled: its worker stopped")]
-    if operation.attempt >= max_attempts:
-        message = f"the worker stopped during attempt {operation.attempt} of {max_attempts}"
+    spent = operation.attempt - operation.handed_back
+    if spent >= max_attempts:
+        message = f"the worker stopped during attempt {spent} of {max_attempts}"
         return [
             m.NewEvent(
                 m.OPERATION_FAILED,

@@ -54,8 +54,10 @@ def test_sigterm_ends_streams_cleanly_and_hands_operations_back(tmp_path: Path) 
 
     server.start()
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        types = [e["type"] for e in history(client, operation_id)]
-        assert "OperationRetried" in types, "handed back at shutdown, not left to its lease"
+        events = history(client, operation_id)
+        handbacks = [e for e in events if e["type"] == "OperationRetried"]
+        assert handbacks, "handed back at shutdown, not left to its lease"
+        assert handbacks[0]["details"] == {"handedBack": True}, "not spent as an attempt"
         resumed = read_sse(
             client,
             f"/operations/{operation_id}/events/stream",

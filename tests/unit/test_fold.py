@@ -19,6 +19,7 @@ from opstream.events.fold import (
     estimate_remaining,
     fold,
 )
+from opstream.events.leases import recovery_events
 
 OP = "op_test"
 
@@ -137,6 +138,32 @@ def test_retry_goes_back_to_queued_and_counts_attempts() -> None:
     assert op is not None
     assert op.status == RUNNING and op.attempt == 2
     assert op.progress.percent == 0.0, "a retry starts the progress over"
+
+
+def test_attempts_handed_back_by_a_worker_shutting_down_are_not_spent() -> None:
+    """Three restarts during a long operation, then its worker dies: it is retried, not
+    failed, with three attempts allowed; the attempt number still grows (it fences)."""
+    steps: list[tuple[str, dict[str, Any]]] = [QUEUED_EVENT]
+    for attempt in (1, 2, 3):
+        steps.append((m.OPERATION_STARTED, {"attempt": attempt}))
+        steps.append((m.OPERATION_RETRIED, {"handedBack": True}))
+    steps.append((m.OPERATION_STARTED, {"attempt": 4}))
+    op = fold(history(*steps))
+    assert op is not None and op.attempt == 4 and op.handed_back == 3
+    [retry] = recovery_events(op, max_attempts=3)
+    assert retry.type == m.OPERATION_RETRIED and retry.details["attempt"] == 5
+    # A handback, then a crash (recovery's retry): only the crash and the running attempt count.
+    crashed = fold(
+        history(
+            *steps[:3],
+            (m.OPERATION_STARTED, {"attempt": 2}),
+            (m.OPERATION_RETRIED, {"attempt": 3}),
+            (m.OPERATION_STARTED, {"attempt": 3}),
+        )
+    )
+    assert crashed is not None and crashed.handed_back == 1
+    assert recovery_events(crashed, max_attempts=3)[0].type == m.OPERATION_RETRIED
+    assert recovery_events(crashed, max_attempts=2)[0].type == m.OPERATION_FAILED
 
 
 def test_deleting_the_result_keeps_the_operation_but_deleting_it_makes_it_gone() -> None:
