@@ -657,6 +657,9 @@ class SQLiteStore:
         now = m.now_ms()
         keys = KeyBook(self._load_keys(conn, jobs))
         batch = plan_batch(jobs, currents, keys, first_position=self._head(conn) + 1, now=now)
+        for operation_id, row in batch.operations.items():
+            if row.current.operation.is_terminal:  # rarely appended to again: not kept
+                self._projections.pop(operation_id, None)
         if not batch.events:
             return batch.outcomes
         conn.executemany(
@@ -708,10 +711,11 @@ class SQLiteStore:
     def _projections_of(self, conn: sqlite3.Connection, ids: set[str]) -> dict[str, Current]:
         """The writer's projections, with those of ``ids`` it does not hold yet loaded.
 
-        Kept between transactions, so that an append does not re-read and re-decode its
-        operation's JSON: valid while no other connection has committed (``_begin`` checks
-        ``PRAGMA data_version``) and no task has written behind the fold (``_transact`` drops
-        them after each task and after any failed transaction).
+        Kept between transactions for the operations not yet finished, so that an append
+        does not re-read and re-decode its operation's JSON: valid while no other connection
+        has committed (``_begin`` checks ``PRAGMA data_version``) and no task has written
+        behind the fold (``_transact`` drops them after each task and after any failed
+        transaction).
         """
         projections = self._projections
         missing = ids.difference(projections)

@@ -139,3 +139,15 @@ async def test_retention_and_tenant_queries_use_their_index(tmp_path: Path, name
         plan = " ".join(await store.explain(sql, params))
     assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+async def test_the_writer_keeps_the_projections_of_unfinished_operations_only(
+    tmp_path: Path,
+) -> None:
+    """What bounds the writer's memory in a long run: finished operations are let go."""
+    async with SQLiteStore(tmp_path / "kept.db") as store:
+        for n in range(3):
+            await store.create(f"op_{n}", KIND, {})
+        await store.append("op_1", [m.NewEvent(m.OPERATION_CANCELLED, "stop")])
+        await store.append("op_2", [m.NewEvent(m.OPERATION_STARTED, "go")])
+        assert sorted(store._projections) == ["op_0", "op_2"]
