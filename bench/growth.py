@@ -16,7 +16,12 @@ import uvloop
 from bench.common import Report, new_dir, opstream_server, percentile
 from bench.seed import copy_id, seed
 from opstream.events import model as m
-from opstream.events.sqlite import EVENT_COLUMNS, OPERATION_FEED, SQLiteStore
+from opstream.events.sqlite import (
+    EVENT_COLUMNS,
+    OPERATION_FEED,
+    SQLiteStore,
+    operation_feed_params,
+)
 
 EVENTS_PER_OPERATION = 10
 
@@ -32,7 +37,7 @@ PLANS = {
         f"SELECT {EVENT_COLUMNS} FROM events WHERE kind = ? AND position > ? "
         "ORDER BY position LIMIT ?", ("k", 0, 100)),
     "read_all operation=": (
-        f"{OPERATION_FEED} ORDER BY seq LIMIT ?", ("op_x", 5, 5, "op_x", "op_x", 5, 100)),
+        f"{OPERATION_FEED} ORDER BY seq LIMIT ?", (*operation_feed_params("op_x", 5), 100)),
     "list_operations": ("SELECT state FROM operations ORDER BY id DESC LIMIT ?", (50,)),
     "list_operations status=": (
         "SELECT state FROM operations WHERE status = ? ORDER BY id DESC LIMIT ?",

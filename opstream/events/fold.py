@@ -7,7 +7,7 @@ keep a projection in step inside their append transaction, and tests can check i
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from opstream.events import model as m
@@ -153,7 +153,7 @@ def _started(state: Operation, event: m.Event) -> Changes:
         "attempt": attempt,
         "started_at": event.happened_at,
         "progress_updates": 0,
-        "progress": replace(state.progress, message=event.message),
+        "progress": _with_message(state.progress, event.message),
     }
 
 
@@ -200,7 +200,7 @@ def estimate_remaining(started_at: int | None, now: int, percent: float) -> floa
 
 def _cancellation_requested(state: Operation, event: m.Event) -> Changes:
     _require(state, event, QUEUED, RUNNING)
-    return {"status": CANCELLING, "progress": replace(state.progress, message=event.message)}
+    return {"status": CANCELLING, "progress": _with_message(state.progress, event.message)}
 
 
 def _cancelled(state: Operation, event: m.Event) -> Changes:
@@ -278,12 +278,12 @@ def _webhook_failed(state: Operation, event: m.Event) -> Changes:
 def _custom(state: Operation, event: m.Event) -> Changes:
     """A handler's own event type (``FraudCheckStarted``): a message while the work runs."""
     _require(state, event, RUNNING, CANCELLING)
-    progress = state.progress  # built, not replace()d: this runs for most events
-    return {
-        "progress": Progress(
-            progress.percent, progress.stage, event.message, progress.estimated_time_remaining
-        )
-    }
+    return {"progress": _with_message(state.progress, event.message)}
+
+
+def _with_message(progress: Progress, message: str) -> Progress:
+    # Built, not replace()d: this runs for most events.
+    return Progress(progress.percent, progress.stage, message, progress.estimated_time_remaining)
 
 
 _OPERATION_FIELDS = tuple(f.name for f in fields(Operation))

@@ -182,6 +182,11 @@ OPERATION_FEED = (
 )
 
 
+def operation_feed_params(operation_id: str, after: int) -> list[Any]:
+    """The parameters of ``OPERATION_FEED``, in the order of its placeholders."""
+    return [operation_id, after, after, operation_id, operation_id, after]
+
+
 def database_path(url: str) -> str:
     """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
     prefix = "sqlite:///"
@@ -854,7 +859,7 @@ class SQLiteStore:
             sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
             sql += "ORDER BY position LIMIT ?"
         else:
-            params = [operation_id, after, after, operation_id, operation_id, after, *params]
+            params = [*operation_feed_params(operation_id, after), *params]
             sql = " AND ".join([OPERATION_FEED, *clauses]) + " ORDER BY seq LIMIT ?"
         with _translate_errors():
             rows = await _all(self._read_conn(), sql, (*params, limit))
