@@ -671,13 +671,16 @@ class SQLiteStore:
             f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_event_row(event) for event in batch.events],
         )
-        rows = batch.operations.values()
         # Most appends only move an operation's history on: then no indexed column changes,
         # and a plain UPDATE leaves the operations indexes alone (the upsert rewrote nine).
-        conn.executemany(
-            "UPDATE operations SET last_seq = ?, state = ? WHERE id = ?",
-            [_progressed_row(row) for row in rows if row.only_progressed],
-        )
+        progressed: list[tuple[Any, ...]] = []
+        changed: list[tuple[Any, ...]] = []
+        for row in batch.operations.values():
+            if row.only_progressed:
+                progressed.append(_progressed_row(row))
+            else:
+                changed.append(_operation_row(row))
+        conn.executemany("UPDATE operations SET last_seq = ?, state = ? WHERE id = ?", progressed)
         # webhook_due_at follows the projection only when an append changes it, so that the
         # lease claim_webhooks puts on it survives unrelated appends.
         conn.executemany(
@@ -690,7 +693,7 @@ class SQLiteStore:
             "state = excluded.state, finished_at = excluded.finished_at, "
             "expired = excluded.expired, webhook_due_at = CASE WHEN ? "
             "THEN excluded.webhook_due_at ELSE operations.webhook_due_at END",
-            [_operation_row(row) for row in rows if not row.only_progressed],
+            changed,
         )
         if keys.stale:
             conn.executemany("DELETE FROM idempotency WHERE tenant = ? AND key = ?", keys.stale)
