@@ -66,7 +66,8 @@ HELP = {
     "lease_seconds": "how long a worker's claim lasts without renewal",
     "max_attempts": "attempts before an operation whose worker died is failed",
     "max_body_bytes": "largest request body accepted",
-    "heartbeat_seconds": "seconds between SSE keep-alive comments",
+    "heartbeat_seconds": "seconds between SSE keep-alive comments (a stream that cannot "
+    "send one within two of them is closed)",
     "sqlite_synchronous": "FULL (survives power loss) or NORMAL (survives a crash)",
     "webhook_secret": "whsec_<base64> key that signs webhooks (unset: a random one per process)",
     "webhook_allow": "hosts, *.suffixes, addresses or CIDRs webhooks may reach though not global",
