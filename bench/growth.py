@@ -16,28 +16,20 @@ import uvloop
 from bench.common import Report, new_dir, opstream_server, percentile
 from bench.seed import copy_id, seed
 from opstream.events import model as m
-from opstream.events.sqlite import (
-    EVENT_COLUMNS,
-    OPERATION_FEED,
-    SQLiteStore,
-    operation_feed_params,
-)
+from opstream.events.sqlite import EVENT_COLUMNS, OPERATION_EVENTS, OPERATION_FEED, SQLiteStore
 
 EVENTS_PER_OPERATION = 10
 
 PLANS = {
     "get (status read)": ("SELECT state FROM operations WHERE id = ?", ("op_x",)),
-    "read (operation page)": (
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ? AND seq > ? "
-        "ORDER BY seq LIMIT ?", ("op_x", 0, 100)),
+    "read (operation page)": (OPERATION_EVENTS, {"op": "op_x", "after": 0, "limit": 100}),
     "read_all (feed page)": (
         f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? AND position <= ? "
         "ORDER BY position LIMIT ?", (0, 10, 100)),
     "read_all kind=": (
         f"SELECT {EVENT_COLUMNS} FROM events WHERE kind = ? AND position > ? "
         "ORDER BY position LIMIT ?", ("k", 0, 100)),
-    "read_all operation=": (
-        f"{OPERATION_FEED} ORDER BY seq LIMIT ?", (*operation_feed_params("op_x", 5), 100)),
+    "read_all operation=": (OPERATION_FEED, {"op": "op_x", "after": 5, "limit": 100}),
     "list_operations": ("SELECT state FROM operations ORDER BY id DESC LIMIT ?", (50,)),
     "list_operations status=": (
         "SELECT state FROM operations WHERE status = ? ORDER BY id DESC LIMIT ?",

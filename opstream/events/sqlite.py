@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +55,7 @@ from opstream.events.writes import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Params = Sequence[Any] | Mapping[str, Any]  # positional or named (``:name``) parameters
 
 # The schema as first released (version 0), created if missing; MIGRATIONS bring it up to
 # date, recorded in PRAGMA user_version. Never edit a released migration; add the next one.
@@ -156,6 +157,47 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         DROP INDEX events_by_operation;
         """,
     ),
+    (
+        4,
+        # Each operation's events are found through event_index, which the writer fills a
+        # thousand events at a time (see INDEX_EVERY) instead of one entry per event per
+        # commit: with many operations appending at once, the UNIQUE (operation_id, seq)
+        # index made every commit rewrite one index page per operation. SQLite cannot drop
+        # that constraint, so the table is rebuilt; the head (sqlite_sequence) is carried
+        # over, as the newest events may have been deleted.
+        """
+        CREATE TABLE events_log (
+            position     INTEGER PRIMARY KEY AUTOINCREMENT,
+            operation_id TEXT NOT NULL,
+            seq          INTEGER NOT NULL,
+            type         TEXT NOT NULL,
+            kind         TEXT NOT NULL,
+            message      TEXT NOT NULL,
+            happened_at  INTEGER NOT NULL,
+            details      BLOB NOT NULL,
+            tenant       TEXT NOT NULL DEFAULT ''
+        );
+        INSERT INTO events_log SELECT position, operation_id, seq, type, kind, message,
+            happened_at, details, tenant FROM events ORDER BY position;
+        DELETE FROM sqlite_sequence WHERE name = 'events_log';
+        INSERT INTO sqlite_sequence (name, seq)
+            SELECT 'events_log', seq FROM sqlite_sequence WHERE name = 'events';
+        DROP TABLE events;
+        ALTER TABLE events_log RENAME TO events;
+        CREATE INDEX events_by_kind ON events (kind, position);
+        CREATE INDEX events_by_tenant ON events (tenant, position);
+        CREATE TABLE event_index (
+            operation_id TEXT NOT NULL,
+            seq          INTEGER NOT NULL,
+            position     INTEGER NOT NULL,
+            PRIMARY KEY (operation_id, seq)
+        ) WITHOUT ROWID;
+        INSERT INTO event_index SELECT operation_id, seq, position FROM events
+            ORDER BY operation_id, seq;
+        ALTER TABLE meta ADD COLUMN indexed_through INTEGER NOT NULL DEFAULT 0;
+        UPDATE meta SET indexed_through = (SELECT coalesce(max(position), 0) FROM events);
+        """,
+    ),
 )
 
 EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details, tenant"
@@ -170,21 +212,46 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000
 MAX_PROJECTIONS = 10_000
 WATCH_INTERVAL = 0.05
 HEAD_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
-# One operation's events after a feed cursor (a position). Its positions rise with its seqs,
-# so the cursor becomes a seq bound on the (operation_id, seq) index: one lookup when the
-# cursor is one of its own events (how a client resumes); otherwise a walk back over the
-# index entries after the cursor, which are the events the client is about to page through.
-OPERATION_FEED = (
-    f"SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ? AND seq > CASE WHEN ? <= 0 "
-    "THEN 0 ELSE coalesce((SELECT seq FROM events WHERE position = ? AND operation_id = ?), "
-    "(SELECT seq FROM events WHERE operation_id = ? AND position <= ? "
+# Events after meta.indexed_through are not in event_index yet: the writer adds them once
+# there are this many, so one write of an operation's index page carries many of its events.
+# Until then a read of one operation scans them by position: a bounded tail, however long
+# the history.
+INDEX_EVERY = 1024
+TAIL = "position > (SELECT indexed_through FROM meta WHERE singleton = 1)"
+
+
+def operation_events(seq_after: str, clauses: Sequence[str] = ()) -> str:
+    """One operation's (``:op``) events with ``seq`` above the SQL expression ``seq_after``,
+    in order, at most ``:limit``: those in event_index, then the tail not indexed yet.
+    ``clauses`` filter the events further (named parameters only)."""
+    where = "".join(f" AND {clause}" for clause in clauses)
+    # NOT INDEXED: events are found by position (the rowid), never through events_by_kind
+    # or events_by_tenant, which a filter on kind or tenant would otherwise tempt SQLite to
+    # walk over every operation's events.
+    return (
+        f"SELECT {EVENT_COLUMNS} FROM events NOT INDEXED WHERE position IN (SELECT position "
+        f"FROM event_index WHERE operation_id = :op AND seq > {seq_after} ORDER BY seq "
+        f"LIMIT :limit){where} UNION ALL SELECT {EVENT_COLUMNS} FROM events NOT INDEXED "
+        f"WHERE {TAIL} AND operation_id = :op AND seq > {seq_after}{where} "
+        "ORDER BY seq LIMIT :limit"
+    )
+
+
+OPERATION_EVENTS = operation_events(":after")
+# One operation's events after a feed cursor (``:after``, a position). Its positions rise
+# with its seqs, so the cursor becomes a seq bound: one lookup when the cursor is one of its
+# own events (how a client resumes); otherwise its last event at or before the cursor, from
+# the tail or else walking back over its index entries after the cursor (the events the
+# client is about to page through).
+FEED_CURSOR_SEQ = (
+    "CASE WHEN :after <= 0 THEN 0 ELSE coalesce("
+    "(SELECT seq FROM events WHERE position = :after AND operation_id = :op), "
+    f"(SELECT seq FROM events WHERE {TAIL} AND position <= :after AND operation_id = :op "
+    "ORDER BY position DESC LIMIT 1), "
+    "(SELECT seq FROM event_index WHERE operation_id = :op AND position <= :after "
     "ORDER BY seq DESC LIMIT 1), 0) END"
 )
-
-
-def operation_feed_params(operation_id: str, after: int) -> list[Any]:
-    """The parameters of ``OPERATION_FEED``, in the order of its placeholders."""
-    return [operation_id, after, after, operation_id, operation_id, after]
+OPERATION_FEED = operation_events(FEED_CURSOR_SEQ)
 
 
 def database_path(url: str) -> str:
@@ -489,10 +556,12 @@ class SQLiteStore:
             (cutoff, limit),
         )
         removed = 0
+        self._index_tail(conn)
         for (operation_id,) in rows:
             history = _all_now(
                 conn,
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ? ORDER BY seq",
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE position IN "
+                "(SELECT position FROM event_index WHERE operation_id = ?) ORDER BY seq",
                 (operation_id,),
             )
             first_seq, snapshot = compaction([_event(row) for row in history])
@@ -501,12 +570,18 @@ class SQLiteStore:
                 continue
             row = _one_now(
                 conn,
-                "SELECT max(position) FROM events WHERE operation_id = ? AND seq < ?",
+                "SELECT max(position) FROM event_index WHERE operation_id = ? AND seq < ?",
                 (operation_id, first_seq),
             )
             removed = max(removed, int(row[0]) if row and row[0] is not None else 0)
             conn.execute(
-                "DELETE FROM events WHERE operation_id = ? AND seq < ?", (operation_id, first_seq)
+                "DELETE FROM events WHERE position IN (SELECT position FROM event_index "
+                "WHERE operation_id = ? AND seq < ?)",
+                (operation_id, first_seq),
+            )
+            conn.execute(
+                "DELETE FROM event_index WHERE operation_id = ? AND seq < ?",
+                (operation_id, first_seq),
             )
             conn.execute(
                 "UPDATE operations SET first_seq = ?, snapshot = ? WHERE id = ?",
@@ -527,11 +602,17 @@ class SQLiteStore:
             return 0, 0, 0
         ids = [row[0] for row in rows]
         marks = ",".join("?" * len(ids))
+        self._index_tail(conn)
         row = _one_now(
-            conn, f"SELECT max(position) FROM events WHERE operation_id IN ({marks})", ids
+            conn, f"SELECT max(position) FROM event_index WHERE operation_id IN ({marks})", ids
         )
         removed = int(row[0]) if row and row[0] is not None else 0
-        conn.execute(f"DELETE FROM events WHERE operation_id IN ({marks})", ids)
+        conn.execute(
+            "DELETE FROM events WHERE position IN "
+            f"(SELECT position FROM event_index WHERE operation_id IN ({marks}))",
+            ids,
+        )
+        conn.execute(f"DELETE FROM event_index WHERE operation_id IN ({marks})", ids)
         conn.execute(f"DELETE FROM results WHERE operation_id IN ({marks})", ids)
         keys = _delete_returning_count(
             conn, f"DELETE FROM idempotency WHERE operation_id IN ({marks})", ids
@@ -671,6 +752,8 @@ class SQLiteStore:
             f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_event_row(event) for event in batch.events],
         )
+        if batch.events[-1].position - self._indexed_through(conn) >= INDEX_EVERY:
+            self._index_tail(conn)
         # Most appends only move an operation's history on: then no indexed column changes,
         # and a plain UPDATE leaves the operations indexes alone (the upsert rewrote nine).
         progressed: list[tuple[Any, ...]] = []
@@ -774,6 +857,25 @@ class SQLiteStore:
                 currents[operation_id] = Current(load_operation(state), owner, expires)
         return currents
 
+    def _indexed_through(self, conn: sqlite3.Connection) -> int:
+        return int(_one_now(conn, "SELECT indexed_through FROM meta WHERE singleton = 1", ())[0])
+
+    def _index_tail(self, conn: sqlite3.Connection) -> None:
+        """Add the events after meta.indexed_through to event_index, in index order."""
+        through, head = self._indexed_through(conn), self._head(conn)
+        if head <= through:
+            return
+        added = conn.execute(
+            "INSERT OR IGNORE INTO event_index (operation_id, seq, position) "
+            "SELECT operation_id, seq, position FROM events WHERE position > ? "
+            "ORDER BY operation_id, seq",
+            (through,),
+        ).rowcount
+        count = int(_one_now(conn, "SELECT count(*) FROM events WHERE position > ?", (through,))[0])
+        if added != count:  # the writer numbers each operation's events: cannot happen
+            log.error("%d events after position %d repeat a seq", count - added, through)
+        conn.execute("UPDATE meta SET indexed_through = ?", (head,))
+
     def _head(self, conn: sqlite3.Connection) -> int:
         row = _one_now(conn, HEAD_SQL, ())
         return int(row[0]) if row else 0
@@ -836,9 +938,8 @@ class SQLiteStore:
         with _translate_errors():
             rows = await _all(
                 self._read_conn(),
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (operation_id, after, limit),
+                OPERATION_EVENTS,
+                {"op": operation_id, "after": after, "limit": limit},
             )
         return [_event(row) for row in rows]
 
@@ -852,20 +953,19 @@ class SQLiteStore:
         operation_id: str | None = None,
         tenant: str | None = None,
     ) -> list[m.Event]:
-        clauses, params = _filters(("kind", kind), ("tenant", tenant))
+        params = {"kind": kind, "tenant": tenant, "until": until, "after": after}
+        clauses = [f"{name} = :{name}" for name in ("kind", "tenant") if params[name] is not None]
         if until is not None:
-            clauses.append("position <= ?")
-            params.append(until)
+            clauses.append("position <= :until")
         if operation_id is None:
-            clauses.append("position > ?")
-            params.append(after)
-            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
-            sql += "ORDER BY position LIMIT ?"
+            where = " AND ".join(["position > :after", *clauses])
+            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT :limit"
         else:
-            params = [*operation_feed_params(operation_id, after), *params]
-            sql = " AND ".join([OPERATION_FEED, *clauses]) + " ORDER BY seq LIMIT ?"
+            sql = operation_events(FEED_CURSOR_SEQ, clauses)
         with _translate_errors():
-            rows = await _all(self._read_conn(), sql, (*params, limit))
+            rows = await _all(
+                self._read_conn(), sql, {**params, "op": operation_id, "limit": limit}
+            )
         return [_event(row) for row in rows]
 
     async def head(self) -> int:
@@ -908,7 +1008,7 @@ class SQLiteStore:
             )
         return None if row is None else StoredResult(row[0], bytes(row[1]))
 
-    async def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
+    async def explain(self, sql: str, params: Params = ()) -> list[str]:
         """SQLite's query plan for ``sql``: for benchmarks that prove there is no full scan."""
         rows = await _all(self._read_conn(), f"EXPLAIN QUERY PLAN {sql}", params)
         return [str(row[-1]) for row in rows]
@@ -1006,14 +1106,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 # One thread hop per query (execute_fetchall), not three (execute, fetch, close): under
 # load each hop waits for a turn of the event loop (bench/RESULTS.md, finding 3).
-async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> Any:
+async def _one(conn: aiosqlite.Connection, sql: str, params: Params) -> Any:
     rows = await conn.execute_fetchall(sql, params)
     for row in rows:
         return row
     return None
 
 
-async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+async def _all(conn: aiosqlite.Connection, sql: str, params: Params) -> list[Any]:
     return list(await conn.execute_fetchall(sql, params))
 
 
@@ -1021,11 +1121,11 @@ def _delete_returning_count(conn: sqlite3.Connection, sql: str, params: Sequence
     return int(conn.execute(sql, params).rowcount)
 
 
-def _one_now(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+def _one_now(conn: sqlite3.Connection, sql: str, params: Params) -> Any:
     return conn.execute(sql, params).fetchone()
 
 
-def _all_now(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+def _all_now(conn: sqlite3.Connection, sql: str, params: Params) -> list[Any]:
     return conn.execute(sql, params).fetchall()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from opstream.events import sqlite
 from opstream.events.sqlite import SQLiteStore
 from opstream.events.store import EventStore
 
@@ -15,14 +16,19 @@ from .backends import postgres_store_factory
 StoreFactory = Callable[[], Awaitable[EventStore]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-indexed", "postgres"])
 async def store_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[StoreFactory]:
-    """Makes opened stores that share one database (as separate processes would)."""
+    """Makes opened stores that share one database (as separate processes would).
+
+    ``sqlite-indexed`` indexes each operation's events every 3 instead of every
+    thousand: the contract's short histories then cross the indexed part and the tail."""
     opened: list[EventStore] = []
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         path = tmp_path / "contract.db"
+        if request.param == "sqlite-indexed":
+            monkeypatch.setattr(sqlite, "INDEX_EVERY", 3)
 
         async def make() -> EventStore:
             store = SQLiteStore(path)

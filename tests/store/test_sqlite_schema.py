@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from opstream.events import model as m
+from opstream.events import sqlite
 from opstream.events.errors import StoreError
 from opstream.events.sqlite import MIGRATIONS, SCHEMA, SQLiteStore
 from opstream.events.store import Idempotency, Retention
@@ -151,3 +152,84 @@ async def test_the_writer_keeps_the_projections_of_unfinished_operations_only(
         await store.append("op_1", [m.NewEvent(m.OPERATION_CANCELLED, "stop")])
         await store.append("op_2", [m.NewEvent(m.OPERATION_STARTED, "go")])
         assert sorted(store._projections) == ["op_0", "op_2"]
+
+
+async def test_reads_agree_across_the_indexed_events_and_the_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interleaved operations, indexed five events at a time: every page of every read, from
+    every cursor, is what the history says, whichever side of indexed_through it falls."""
+    monkeypatch.setattr(sqlite, "INDEX_EVERY", 5)
+    async with SQLiteStore(tmp_path / "index.db") as store:
+        ids = ["op_a", "op_b", "op_c"]
+        for op in ids:
+            await store.create(op, KIND, {})
+            await store.append(op, [m.NewEvent(m.OPERATION_STARTED, "go", {"attempt": 1})])
+        for n in range(12):
+            for op in ids[: 1 + n % 3]:
+                await store.append(op, [m.NewEvent("Tick", f"{op} {n}")])
+            feed = await store.read_all(limit=1000)
+            for op in ids:
+                mine = [e for e in feed if e.operation_id == op]
+                assert [e.seq for e in mine] == list(range(1, len(mine) + 1))
+                for limit in (1, 2, 7, 100):
+                    paged: list[m.Event] = []
+                    while batch := await store.read(op, after=len(paged), limit=limit):
+                        paged += batch
+                    assert paged == mine, (op, limit)
+                for cursor in range(feed[-1].position + 1):
+                    expected = [e for e in mine if e.position > cursor][:3]
+                    got = await store.read_all(after=cursor, operation_id=op, limit=3)
+                    assert got == expected, (op, cursor)
+    conn = sqlite3.connect(tmp_path / "index.db")
+    through = conn.execute("SELECT indexed_through FROM meta").fetchone()[0]
+    indexed_rows = conn.execute("SELECT count(*) FROM event_index").fetchone()[0]
+    conn.close()
+    assert through > 0 and indexed_rows == through, "the tail is indexed as it grows"
+
+
+async def test_a_file_from_release_3_keeps_its_head_and_history(tmp_path: Path) -> None:
+    """Migration 4 rebuilds the events table: positions, the head and the histories stay."""
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(SCHEMA)
+    for _, sql in MIGRATIONS[:3]:
+        conn.executescript(sql)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute(
+        "INSERT INTO operations (id, kind, status, attempt, last_seq, state) "
+        "VALUES ('op_v3', ?, 'queued', 0, 3, ?)",
+        (KIND, orjson.dumps({"id": "op_v3", "kind": KIND, "status": "queued", "last_seq": 3})),
+    )
+    conn.executemany(
+        "INSERT INTO events (operation_id, seq, type, kind, message, happened_at, details) "
+        "VALUES ('op_v3', ?, 'Tick', ?, ?, 1000, x'7b7d')",
+        [(seq, KIND, f"tick {seq}") for seq in (1, 2, 3)],
+    )
+    conn.execute("DELETE FROM events WHERE seq = 3")  # the newest is gone; the head stays 3
+    conn.close()
+    async with SQLiteStore(path) as store:
+        assert await store.head() == 3
+        assert [e.message for e in await store.read("op_v3")] == ["tick 1", "tick 2"]
+        assert [e.position for e in await store.read_all(operation_id="op_v3")] == [1, 2]
+        created = await store.create("op_new", KIND, {})
+        assert created.events[0].position == 4, "positions are never handed out twice"
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1][0]
+    indexes = [row[1] for row in conn.execute("PRAGMA index_list(events)")]
+    assert not any(name.startswith("sqlite_autoindex") for name in indexes), indexes
+    assert conn.execute("SELECT count(*) FROM event_index").fetchone()[0] == 2
+    conn.close()
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+async def test_one_operations_events_are_found_by_position_never_scanned(
+    tmp_path: Path, filtered: bool
+) -> None:
+    clauses = ["kind = :kind", "tenant = :tenant", "position <= :until"] if filtered else []
+    sql = sqlite.operation_events(sqlite.FEED_CURSOR_SEQ, clauses)
+    params = {"op": "op_x", "after": 5, "limit": 100, "kind": KIND, "tenant": "t", "until": 9}
+    async with SQLiteStore(tmp_path / "plans.db") as store:
+        plan = await store.explain(sql, params)
+    assert not [step for step in plan if step.startswith("SCAN")], plan
+    assert not [step for step in plan if "events_by_" in step], plan
