@@ -7,7 +7,7 @@ keep a projection in step inside their append transaction, and tests can check i
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from opstream.events import model as m
@@ -114,11 +114,13 @@ def apply(state: Operation | None, event: m.Event) -> Operation:
 def _evolve(state: Operation, changes: Changes) -> Operation:
     """``dataclasses.replace(state, **changes)``, minus its per-field introspection: the fold
     copies the operation once per event on the writer's hot path, and ``replace`` made that
-    copy the fold's main cost (7 µs against 2). Operation has no ``__post_init__``, so
-    copying its fields' values is all that ``replace`` does."""
-    values = state.__dict__
+    copy the fold's main cost (7 µs against 0.7). Operation has no ``__post_init__`` and
+    keeps nothing but its fields in its ``__dict__`` (no cached properties: a copy would
+    carry them over stale), so copying that dict is all that ``replace`` does."""
     new = object.__new__(Operation)
-    new.__dict__.update({name: values[name] for name in _OPERATION_FIELDS}, **changes)
+    values = new.__dict__
+    values.update(state.__dict__)
+    values.update(changes)
     return new
 
 
@@ -285,8 +287,6 @@ def _with_message(progress: Progress, message: str) -> Progress:
     # Built, not replace()d: this runs for most events.
     return Progress(progress.percent, progress.stage, message, progress.estimated_time_remaining)
 
-
-_OPERATION_FIELDS = tuple(f.name for f in fields(Operation))
 
 _HANDLERS = {
     m.OPERATION_STARTED: _started,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -209,3 +210,15 @@ def test_seq_must_follow_without_a_gap() -> None:
     with pytest.raises(InvalidTransition):
         apply(state, skipped)
     assert apply(state, second).status == RUNNING
+
+
+def test_each_fold_step_is_a_fresh_copy_holding_only_the_fields() -> None:
+    """The fold copies an operation's ``__dict__`` per event: nothing else may live there."""
+    events = history(QUEUED_EVENT, (m.OPERATION_STARTED, {"attempt": 1}), ("Tick", {}))
+    before = fold(events[:2])
+    after = apply(before, events[2])
+    assert after is not before and after.last_seq == 3 and before.last_seq == 2
+    assert set(vars(after)) == {f.name for f in dataclasses.fields(after)}
+    assert after == dataclasses.replace(
+        before, last_seq=3, updated_at=events[2].happened_at, progress=after.progress
+    )
