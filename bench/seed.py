@@ -72,6 +72,12 @@ def seed(path: Path, *, operations: int, events_per_operation: int, finish: bool
         "'op_00SEED' || printf('%019d', n.x)) AS BLOB) FROM n, operations WHERE id = ?",
         (TEMPLATE, TEMPLATE),
     )
+    # Indexed as the store's writer would have: a store is never left with a long tail.
+    conn.execute(
+        "INSERT INTO event_index SELECT operation_id, seq, position FROM events "
+        "WHERE position > (SELECT indexed_through FROM meta) ORDER BY operation_id, seq"
+    )
+    conn.execute("UPDATE meta SET indexed_through = (SELECT max(position) FROM events)")
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
