@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from opstream import __version__
 from opstream.app.settings import HELP, LOOPBACK, Settings
@@ -121,7 +122,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {name: getattr(args, name, None) for name in names}
     if args.handlers:
         overrides["handlers"] = tuple(args.handlers)
-    return Settings.from_env(**overrides)
+    return _settings(**overrides)
+
+
+def _settings(**overrides: Any) -> Settings:
+    """The settings, or exit 2 saying which variable or flag has an unusable value."""
+    try:
+        return Settings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"opstream: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _configure_logging(level: str) -> None:
@@ -230,7 +240,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     from opstream.app.application import open_store
     from opstream.events.errors import OpstreamError
 
-    settings = Settings.from_env(database=args.database)
+    settings = _settings(database=args.database)
 
     async def main() -> str:
         store = open_store(settings)

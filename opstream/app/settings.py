@@ -44,17 +44,75 @@ class Settings:
     poll_rate: float = 2.0
     max_streams: int = 1000
 
+    def __post_init__(self) -> None:
+        """Refuse values the service would misbehave with: a negative heartbeat breaks every
+        stream, a zero lease is lost as soon as it is taken. Raises ``ValueError``."""
+        for name, (low, open_below) in LOWEST.items():
+            value = getattr(self, name)
+            if value < low or (open_below and value == low):
+                bound = f"above {low:g}" if open_below else f"at least {low:g}"
+                raise ValueError(f"{_flag(name)} must be {bound}, not {value:g}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"{_flag('port')} must be a TCP port (0-65535), not {self.port}")
+        if self.sqlite_synchronous.upper() not in SYNCHRONOUS:
+            raise ValueError(
+                f"{_flag('sqlite_synchronous')} must be one of {', '.join(SYNCHRONOUS)}, "
+                f"not {self.sqlite_synchronous!r}"
+            )
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(
+                f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}, "
+                f"not {self.log_level!r}"
+            )
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``OPSTREAM_*`` variables, then ``overrides`` (flags) that are set."""
+        """Defaults, then ``OPSTREAM_*`` variables, then ``overrides`` (flags) that are set.
+
+        Raises ``ValueError`` naming the variable or flag whose value is not usable."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get("OPSTREAM_" + f.name.upper())
+            variable = "OPSTREAM_" + f.name.upper()
+            raw = env.get(variable)
             if raw is not None and raw != "":
-                values[f.name] = _parse(f.name, raw)
+                try:
+                    values[f.name] = _parse(f.name, raw)
+                except ValueError:
+                    raise ValueError(f"{variable}: not a {f.type}: {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+# The lowest value each number may take, and whether that value itself is refused.
+LOWEST: dict[str, tuple[float, bool]] = {
+    "concurrency": (0, False),  # 0: API only
+    "lease_seconds": (0, True),
+    "max_attempts": (1, False),
+    "max_body_bytes": (1, False),
+    "heartbeat_seconds": (0, True),
+    "webhook_max_attempts": (1, False),
+    "webhook_backoff_seconds": (0, False),
+    "webhook_backoff_max_seconds": (0, False),
+    "webhook_connect_seconds": (0, True),
+    "webhook_timeout_seconds": (0, True),
+    "stream_token_seconds": (1, False),
+    "result_ttl_seconds": (0, False),
+    "history_ttl_seconds": (0, False),
+    "tombstone_ttl_seconds": (0, False),
+    "idempotency_ttl_seconds": (0, False),
+    "sweep_seconds": (0, True),
+    "max_in_flight": (1, False),
+    "create_rate": (0, True),
+    "poll_rate": (0, True),
+    "max_streams": (1, False),
+}
+SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')} (OPSTREAM_{name.upper()})"
 
 
 HELP = {

@@ -1,0 +1,60 @@
+"""Settings: unusable values are refused at start, naming the variable or flag."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from opstream.app.settings import Settings
+
+
+def test_the_defaults_are_valid() -> None:
+    assert Settings().heartbeat_seconds == 15.0
+
+
+def test_a_variable_that_is_not_a_number_is_named() -> None:
+    with pytest.raises(ValueError, match=r"OPSTREAM_LEASE_SECONDS: not a float: 'soon'"):
+        Settings.from_env({"OPSTREAM_LEASE_SECONDS": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("heartbeat_seconds", 0),  # sse-starlette would stop sending keep-alives
+        ("heartbeat_seconds", -1),  # and refuse every stream
+        ("lease_seconds", 0),
+        ("concurrency", -1),
+        ("max_attempts", 0),
+        ("create_rate", 0),
+        ("port", 70000),
+        ("sqlite_synchronous", "OFF; DROP TABLE events"),
+        ("log_level", "loud"),
+    ],
+)
+def test_unusable_values_are_refused(name: str, value: object) -> None:
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(ValueError, match=flag):
+        Settings.from_env({}, **{name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("concurrency", 0), ("result_ttl_seconds", 0), ("sqlite_synchronous", "normal")],
+)
+def test_edge_values_that_mean_something_are_kept(name: str, value: object) -> None:
+    assert getattr(Settings.from_env({}, **{name: value}), name) == value
+
+
+def test_the_command_exits_2_with_one_line_not_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "opstream.app.cli", "serve", "--heartbeat-seconds", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "opstream: error: --heartbeat-seconds (OPSTREAM_HEARTBEAT_SECONDS) must be above 0, not -1"
+    )
