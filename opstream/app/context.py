@@ -129,7 +129,12 @@ class Context:
             self._writing = None
 
 
+# Control characters become spaces: a message is text for people, and PostgreSQL's text
+# cannot hold NUL at all (SQLite could, so the two stores would disagree).
+_CONTROLS = dict.fromkeys([*range(0x20), 0x7F], " ")
+
+
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
-    """A message a person can read in a list: one line, bounded."""
-    flat = " ".join(str(text).split())
+    """A message a person can read in a list: one line, bounded, no control characters."""
+    flat = " ".join(str(text).translate(_CONTROLS).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
