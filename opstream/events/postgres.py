@@ -10,11 +10,14 @@ process announces its commits in position order. Across processes:
   feed cannot skip an event that commits late, and ``head()`` is simply the counter.
 - Operation rows are locked (``SELECT ... FOR UPDATE``, in id order, before the counter) while
   ``plan_append`` decides what the append means; claims and lease recovery take rows with
-  ``FOR UPDATE SKIP LOCKED``, so competing workers never wait on each other.
+  ``FOR UPDATE SKIP LOCKED``, so competing workers never wait on each other. A batch the
+  writer can plan from what its own commits left behind is instead written by one statement
+  that locks the rows and checks that memory before it writes (``pgbatch``): one round trip.
 - Every appending transaction sends ``NOTIFY``; one ``LISTEN`` connection per process backs
   ``wait_for_change``. A lost notification only delays: callers poll the head as well.
 - Times (``happenedAt``, lease expiry) come from the database clock, so leases mean the same
-  on every host whatever their clocks say.
+  on every host whatever their clocks say (a batch written in one statement is stamped with
+  the clock its writer last read, carried forward: ``pgbatch.DbClock``).
 
 The schema is versioned (``opstream_migrations``) and migrated on ``open()`` under a
 transaction-scoped advisory lock, so many processes may start at once.
@@ -26,14 +29,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from opstream.events import model as m
 from opstream.events.appending import Current, KeyBook, StoredKey, compaction
-from opstream.events.codec import dump_details, dump_operation, load_details, load_operation
+from opstream.events.codec import dump_operation, load_details, load_operation
 from opstream.events.errors import (
     LeaseLost,
     OperationNotFound,
@@ -43,6 +46,7 @@ from opstream.events.errors import (
 )
 from opstream.events.fold import QUEUED, Operation
 from opstream.events.leases import recovery_events
+from opstream.events.pgbatch import LOCK_OPERATIONS, WRITE_BATCH, DbClock, version, write_args
 from opstream.events.store import (
     Appended,
     CommitListener,
@@ -55,7 +59,7 @@ from opstream.events.store import (
 )
 from opstream.events.writes import (
     Append,
-    OperationRow,
+    Batch,
     Outcome,
     Task,
     creation,
@@ -174,6 +178,8 @@ EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, 
 OPERATION_COLUMNS = "id, state, lease_owner, lease_expires_at"
 # Appends waiting beyond this many are left for the next commit, bounding one transaction.
 MAX_BATCH = 2000
+# Operations the writer remembers between batches; past this many it starts over.
+MAX_REMEMBERED = 10_000
 # How often a waiter re-reads the head even without a notification (a lost one only delays).
 FALLBACK_POLL = 2.0
 LISTEN_RETRY_MAX = 5.0
@@ -212,6 +218,13 @@ class PostgresStore:
         self._queue: asyncio.Queue[Append | Task | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
+        # The writer's memory, to plan a batch without reading first (see ``pgbatch``): the
+        # operations as its last commits left them, the head and the database clock.
+        self._remembered: dict[str, Current] = {}
+        self._writer_conn: Any = None  # the writer's own connection, beside the pool
+        self._staged: dict[str, Current] = {}  # written by the transaction in progress
+        self._head_seen = 0
+        self._clock = DbClock()
 
     # lifecycle
 
@@ -419,7 +432,8 @@ class PostgresStore:
             attempt = current.operation.attempt + 1
             started = m.NewEvent(m.OPERATION_STARTED, "started", {"attempt": attempt})
             job = Append(current.operation.id, [started], claim=(owner, row["now"] + lease_ms))
-            [(_, outcome)] = await self._write_appends(conn, [job], {current.operation.id: current})
+            currents = {current.operation.id: current}
+            [(_, outcome)] = await self._write_appends(conn, [job], currents, now=row["now"])
             if isinstance(outcome, Exception):
                 raise outcome
             return outcome
@@ -431,7 +445,8 @@ class PostgresStore:
         with _translate_errors():
             row = await self._pool_or_raise().fetchrow(
                 f"UPDATE opstream_operations SET lease_expires_at = {NOW_MS} + $1 "
-                "WHERE id = $2 AND lease_owner = $3 AND attempt = $4 RETURNING state",
+                "WHERE id = $2 AND lease_owner = $3 AND attempt = $4 "
+                "RETURNING state, lease_expires_at",
                 lease_ms,
                 lease.operation_id,
                 lease.owner,
@@ -439,12 +454,22 @@ class PostgresStore:
             )
         if row is None:
             raise LeaseLost(f"operation {lease.operation_id}: lease is no longer held")
-        return load_operation(row[0])
+        operation = load_operation(row[0])
+        self._renewed(operation, lease.owner, row[1])
+        return operation
+
+    def _renewed(self, operation: Operation, owner: str, expires: int) -> None:
+        """Keep the writer's memory of a renewed lease, so that the operation's next append
+        need not find it stale. Only if the memory is of the same history: a batch in flight
+        may have moved it on (then the batch's check under the locks sorts it out)."""
+        known = self._remembered.get(operation.id)
+        if known is not None and known.operation.last_seq == operation.last_seq:
+            self._remembered[operation.id] = Current(known.operation, owner, expires)
 
     async def recover(self, max_attempts: int, limit: int = 100) -> list[m.Event]:
         async def run(conn: Any) -> list[m.Event]:
             rows = await conn.fetch(
-                f"SELECT {OPERATION_COLUMNS} FROM opstream_operations "
+                f"SELECT {OPERATION_COLUMNS}, {NOW_MS} AS now FROM opstream_operations "
                 f"WHERE lease_owner IS NOT NULL AND lease_expires_at < {NOW_MS} "
                 "ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
                 limit,
@@ -458,7 +483,8 @@ class PostgresStore:
                 lease = Lease(operation.id, current.lease_owner, operation.attempt)
                 events = recovery_events(operation, max_attempts)
                 jobs.append(Append(operation.id, events, lease=lease))
-            outcomes = await self._write_appends(conn, jobs, currents)
+            now = rows[0]["now"] if rows else 0
+            outcomes = await self._write_appends(conn, jobs, currents, now=now)
             return [
                 event
                 for _, outcome in outcomes
@@ -500,7 +526,7 @@ class PostgresStore:
     async def _expire(self, conn: Any, retention: Retention, limit: int) -> Swept:
         """Step 1: ``OperationExpired`` for finished operations past the result period."""
         rows = await conn.fetch(
-            f"SELECT {OPERATION_COLUMNS} FROM opstream_operations "
+            f"SELECT {OPERATION_COLUMNS}, {NOW_MS} AS now FROM opstream_operations "
             "WHERE finished_at IS NOT NULL AND NOT expired "
             f"AND finished_at <= {NOW_MS} - $1 "
             "ORDER BY finished_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -513,7 +539,8 @@ class PostgresStore:
             currents[current.operation.id] = current
             expired = m.NewEvent(m.OPERATION_EXPIRED, "expired: the retention period is over")
             jobs.append(Append(current.operation.id, [expired]))
-        outcomes = await self._write_appends(conn, jobs, currents)
+        now = rows[0]["now"] if rows else 0
+        outcomes = await self._write_appends(conn, jobs, currents, now=now)
         events: list[m.Event] = []
         for job, outcome in outcomes:
             if isinstance(outcome, OpstreamError):  # cannot happen to a finished operation
@@ -618,6 +645,16 @@ class PostgresStore:
             raise StoreClosed("the PostgreSQL store is not open")
 
     async def _write_loop(self) -> None:
+        """The writer task: drains the queue on a connection of its own until closed."""
+        try:
+            await self._drain()
+        finally:
+            conn, self._writer_conn = self._writer_conn, None
+            if conn is not None:
+                with contextlib.suppress(*DRIVER_ERRORS):
+                    await asyncio.wait_for(conn.close(), 10)
+
+    async def _drain(self) -> None:
         """Drain the queue: consecutive appends share one transaction (group commit)."""
         stopping = False
         while not stopping:
@@ -651,9 +688,7 @@ class PostgresStore:
         if not appends:
             return
         try:
-            outcomes = await self._in_transaction(
-                lambda conn: self._write_appends(conn, appends, None)
-            )
+            outcomes = await self._write_batch(appends)
         except RETRYABLE as exc:
             if len(appends) > 1:
                 for job in appends:
@@ -672,10 +707,80 @@ class PostgresStore:
             settle(job.future, outcome)
         self._announce(committed)
 
+    async def _write_batch(self, jobs: list[Append]) -> list[Outcome]:
+        """One batch: in one statement if the writer can plan it from memory, else in a
+        transaction that locks the operations before planning."""
+        outcomes = await self._write_remembered(jobs)
+        if outcomes is not None:
+            return outcomes
+        return await self._in_writer_transaction(lambda conn: self._write_appends(conn, jobs, None))
+
+    async def _write_remembered(self, jobs: list[Append]) -> list[Outcome] | None:
+        """The batch planned from the writer's memory and written by one statement that
+        checks that memory under the locks (see ``pgbatch``); ``None``: not written, because
+        the memory lacks something or proved stale, or the plan refuses an append (a refusal
+        is only trusted when made under the locks)."""
+        now = self._clock.estimate()
+        currents = self._recall(jobs)
+        if now is None or currents is None:
+            return None
+        planned = {job.operation_id: version(currents.get(job.operation_id)) for job in jobs}
+        first = self._head_seen + 1
+        batch = plan_batch(jobs, currents, KeyBook({}), first_position=first, now=now)
+        if not batch.events or any(not isinstance(o, Appended) for _, o in batch.outcomes):
+            return None
+        args = write_args(batch, planned, first - 1, self._channel)
+        try:
+            row = await (await self._writer_connection()).fetchrow(WRITE_BATCH, *args)
+        except BaseException:
+            self._forget(planned)
+            raise
+        if row is None:  # another writer was there first
+            self._forget(planned)
+            return None
+        self._clock.anchor(row["now_us"])
+        self._remember(currents)
+        return self._placed(batch, row).outcomes
+
+    def _recall(self, jobs: list[Append]) -> dict[str, Current] | None:
+        """What the writer remembers of the operations ``jobs`` append to, or ``None`` if it
+        does not know them all. A batch with a create takes the locks first as well: the
+        create is the operation's one append that no memory can help plan."""
+        remembered = self._remembered
+        currents: dict[str, Current] = {}
+        for job in jobs:
+            current = remembered.get(job.operation_id)
+            if current is None or job.create_kind is not None:
+                return None
+            currents[job.operation_id] = current
+        return currents
+
+    def _remember(self, currents: dict[str, Current]) -> None:
+        """Keep the operations as a commit left them; finished ones are rarely appended to
+        again and are let go."""
+        remembered = self._remembered
+        if len(remembered) + len(currents) > MAX_REMEMBERED:
+            remembered.clear()
+        for operation_id, current in currents.items():
+            if current.operation.is_terminal:
+                remembered.pop(operation_id, None)
+            else:
+                remembered[operation_id] = current
+
+    def _forget(self, operation_ids: Iterable[str]) -> None:
+        for operation_id in operation_ids:
+            self._remembered.pop(operation_id, None)
+
+    def _placed(self, batch: Batch, row: Any) -> Batch:
+        """The batch moved onto the positions ``WRITE_BATCH`` gave it."""
+        self._head_seen = row["position"]
+        shift: int = row["shift"]
+        return batch.shifted(shift) if shift else batch
+
     async def _commit_task(self, task: Task) -> None:
         try:
             with _translate_errors():
-                value = await self._in_transaction(task.run)
+                value = await self._in_writer_transaction(task.run)
         except Exception as exc:
             settle(task.future, exc)
             return
@@ -692,6 +797,33 @@ class PostgresStore:
         async with pool.acquire() as conn, conn.transaction():
             return await run(conn)
 
+    async def _in_writer_transaction(self, run: Callable[[Any], Awaitable[T]]) -> T:
+        """A transaction of the writer's: the operations its appends wrote are remembered
+        once it commits (and forgotten if it does not)."""
+        self._staged.clear()
+        try:
+            conn = await self._writer_connection()
+            async with conn.transaction():
+                value = await run(conn)
+        except BaseException:
+            self._forget(self._staged)
+            raise
+        finally:
+            staged, self._staged = self._staged, {}
+        self._remember(staged)
+        return value
+
+    async def _writer_connection(self) -> Any:
+        """The writer's own connection, opened again once lost. Not the pool's: a pool
+        connection costs a reset (one more round trip) each time it goes back, and the
+        writer would wait behind the readers for one."""
+        conn = self._writer_conn
+        if conn is None or conn.is_closed():
+            self._pool_or_raise()
+            self._writer_conn = None
+            conn = self._writer_conn = await self._connect()
+        return conn
+
     def _announce(self, events: list[m.Event]) -> None:
         if not events:
             return
@@ -704,46 +836,33 @@ class PostgresStore:
                 log.exception("commit listener failed")
 
     async def _write_appends(
-        self, conn: Any, jobs: list[Append], currents: dict[str, Current] | None
+        self,
+        conn: Any,
+        jobs: list[Append],
+        currents: dict[str, Current] | None,
+        now: int | None = None,
     ) -> list[Outcome]:
-        """Plan and write ``jobs`` inside the open transaction.
-
-        Operation rows are locked first (in id order, so two batches cannot deadlock), then
-        the head counter, which hands out this batch's positions and holds back every other
-        appender until this transaction has committed.
-        """
+        """Plan and write ``jobs`` inside the open transaction, under the locks of their
+        operations: those ``currents`` a task took (with the time ``now`` it read), or
+        else taken here (in id order, so that two batches cannot deadlock)."""
         if currents is None:
-            currents = await self._lock_currents(conn, sorted({job.operation_id for job in jobs}))
+            currents, now = await self._lock_currents(conn, sorted({j.operation_id for j in jobs}))
+        if not jobs:
+            return []
+        assert now is not None, "a task that appends reads the time with its operations"
+        now = self._clock.stamp(now)
+        planned = {job.operation_id: version(currents.get(job.operation_id)) for job in jobs}
         keys = KeyBook(await self._load_keys(conn, jobs))
-        now: int = await conn.fetchval(f"SELECT {NOW_MS}")
-        # Positions are planned from 1, then moved onto the counter once the count is known.
-        planned = plan_batch(jobs, currents, keys, first_position=1, now=now)
-        count = len(planned.events)
-        if count == 0:
-            return planned.outcomes
-        head: int = await conn.fetchval(
-            "UPDATE opstream_head SET position = position + $1 RETURNING position", count
-        )
-        batch = planned.shifted(head - count)
-        await conn.executemany(
-            f"INSERT INTO opstream_events ({EVENT_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [_event_row(event) for event in batch.events],
-        )
-        # webhook_due_at follows the projection only when an append changes it, so that the
-        # lease claim_webhooks puts on it survives unrelated appends.
-        await conn.executemany(
-            "INSERT INTO opstream_operations (id, kind, status, attempt, last_seq, lease_owner, "
-            "lease_expires_at, state, tenant, finished_at, expired, webhook_due_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
-            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
-            "attempt = excluded.attempt, last_seq = excluded.last_seq, "
-            "lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at, "
-            "state = excluded.state, finished_at = excluded.finished_at, "
-            "expired = excluded.expired, webhook_due_at = CASE WHEN $13::boolean "
-            "THEN excluded.webhook_due_at ELSE opstream_operations.webhook_due_at END",
-            [_operation_row(row) for row in batch.operations.values()],
-        )
+        first = self._head_seen + 1
+        batch = plan_batch(jobs, currents, keys, first_position=first, now=now)
+        self._staged.update(currents)
+        if not batch.events:
+            return batch.outcomes
+        args = write_args(batch, planned, first - 1, self._channel)
+        row = await conn.fetchrow(WRITE_BATCH, *args)
+        if row is None:  # cannot happen: this transaction holds the operations' locks
+            raise StoreError("the operations changed under their locks")
+        self._clock.anchor(row["now_us"])
         if keys.stale:
             await conn.executemany(
                 "DELETE FROM opstream_idempotency WHERE tenant = $1 AND key = $2", keys.stale
@@ -758,20 +877,7 @@ class PostgresStore:
                 "VALUES ($1, $2, $3, $4, $5)",
                 sorted((*row, now) for row in keys.recorded),
             )
-        if batch.results:
-            await conn.executemany(
-                "INSERT INTO opstream_results (operation_id, content_type, body) "
-                "VALUES ($1, $2, $3) ON CONFLICT (operation_id) DO UPDATE SET "
-                "content_type = excluded.content_type, body = excluded.body",
-                batch.results,
-            )
-        if batch.deleted_results:
-            await conn.executemany(
-                "DELETE FROM opstream_results WHERE operation_id = $1",
-                [(operation_id,) for operation_id in batch.deleted_results],
-            )
-        await conn.execute("SELECT pg_notify($1, $2)", self._channel, str(head))
-        return batch.outcomes
+        return self._placed(batch, row).outcomes
 
     async def _load_keys(self, conn: Any, jobs: list[Append]) -> dict[tuple[str, str], StoredKey]:
         """The stored idempotency keys that the creates among ``jobs`` come with."""
@@ -797,13 +903,11 @@ class PostgresStore:
             for row in rows
         }
 
-    async def _lock_currents(self, conn: Any, ids: list[str]) -> dict[str, Current]:
-        rows = await conn.fetch(
-            f"SELECT {OPERATION_COLUMNS} FROM opstream_operations "
-            "WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
-            ids,
-        )
-        return {row["id"]: _current(row) for row in rows}
+    async def _lock_currents(self, conn: Any, ids: list[str]) -> tuple[dict[str, Current], int]:
+        """The operations ``ids`` under their locks, and the time (ms) to stamp them with."""
+        rows = await conn.fetch(LOCK_OPERATIONS, ids)
+        now = self._clock.read(rows[0]["now_us"])
+        return {row["id"]: _current(row) for row in rows if row["id"] is not None}, now
 
     # reads
 
@@ -971,20 +1075,6 @@ def _current(row: Any) -> Current:
     return Current(load_operation(row["state"]), row["lease_owner"], row["lease_expires_at"])
 
 
-def _event_row(event: m.Event) -> tuple[Any, ...]:
-    return (
-        event.position,
-        event.operation_id,
-        event.seq,
-        event.type,
-        event.kind,
-        event.message,
-        event.happened_at,
-        dump_details(event.details).decode(),
-        event.tenant,
-    )
-
-
 def _event(row: Any) -> m.Event:
     position, operation_id, seq, type_, kind, message, happened_at, details, tenant = row
     return m.Event(
@@ -997,26 +1087,6 @@ def _event(row: Any) -> m.Event:
         details=load_details(details),
         kind=kind,
         tenant=tenant,
-    )
-
-
-def _operation_row(row: OperationRow) -> tuple[Any, ...]:
-    """The operations row's values, then whether webhook_due_at follows the projection."""
-    operation = row.current.operation
-    return (
-        operation.id,
-        operation.kind,
-        operation.status,
-        operation.attempt,
-        operation.last_seq,
-        row.current.lease_owner,
-        row.current.lease_expires_at,
-        dump_operation(operation).decode(),
-        operation.tenant,
-        operation.finished_at,
-        operation.expired,
-        operation.webhook_due_at,
-        row.due_changed,
     )
 
 
