@@ -1,7 +1,8 @@
 """How the PostgreSQL store writes a planned batch of appends in one statement.
 
 A batch is planned in Python (``plan_batch``) against the operations as the writer believes
-them to be, then written by ``WRITE_BATCH``, which checks that belief under the rows' locks:
+them to be, then written by one statement (``write_statement``), which checks that belief
+under the rows' locks:
 
 - it locks the batch's operation rows (``FOR UPDATE``, in id order) and compares them with the
   versions the plan started from (``last_seq`` and the lease columns: everything a plan reads
@@ -40,12 +41,12 @@ NOW_US = "floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 # binding a few dozen arrays element by element was the writer's largest cost. A JSON column
 # (details, state) travels as a string holding its JSON, to be stored as written: PostgreSQL
 # cannot take apart a document holding a \u0000 escape, however deep, as anything but a
-# string. Parameters: $1 the versions planned from (a NULL last_seq: the batch creates the
-# operation), $2 the number of events, $3 the head they were planned from, $4 the events,
-# $5 the operations to insert, $6 those to update, $7-$9 results to store, $10 results to
-# delete, $11 the notification channel, $12 how many of the operations exist (are planned
-# from a version): those rows, and no other, must be found as planned.
-WRITE_BATCH = f"""
+# string. The statement is put together from the parts a batch needs (``write_statement``):
+# each part costs the server something even with nothing to write. The core's parameters:
+# $1 the versions planned from (a NULL last_seq: the batch creates the operation), $2 how
+# many of them exist (those rows, and no other, must be found as planned), $3 the number of
+# events, $4 the head they were planned from, $5 the events.
+_CORE = """
 WITH planned AS MATERIALIZED (
     SELECT * FROM json_to_recordset($1::json)
         AS p (id text, last_seq integer, lease_owner text, lease_expires_at bigint)
@@ -55,49 +56,55 @@ WITH planned AS MATERIALIZED (
     FROM opstream_operations o JOIN planned p ON p.id = o.id
     ORDER BY o.id FOR UPDATE OF o
 ), head AS (
-    UPDATE opstream_head SET position = position + $2
-    WHERE (SELECT count(*) = $12 AND coalesce(bool_and(same), true) FROM locked)
-    RETURNING position, position - $2 - $3 AS shift
+    UPDATE opstream_head SET position = position + $3
+    WHERE (SELECT count(*) = $2 AND coalesce(bool_and(same), true) FROM locked)
+    RETURNING position, position - $3 - $4 AS shift
 ), events AS (
     INSERT INTO opstream_events
         (position, operation_id, seq, type, kind, message, happened_at, details, tenant)
     SELECT e.position + h.shift, e.operation_id, e.seq, e.type, e.kind, e.message,
         e.happened_at, e.details::json, e.tenant
-    FROM head h, json_to_recordset($4::json) AS e (position bigint, operation_id text,
+    FROM head h, json_to_recordset($5::json) AS e (position bigint, operation_id text,
         seq integer, type text, kind text, message text, happened_at bigint, details text,
         tenant text)
-), inserted AS (
+"""
+_INSERTED = """), inserted AS (
     INSERT INTO opstream_operations (id, kind, status, attempt, last_seq, lease_owner,
         lease_expires_at, state, tenant, finished_at, expired, webhook_due_at)
     SELECT n.id, n.kind, n.status, n.attempt, n.last_seq, n.lease_owner, n.lease_expires_at,
         n.state::json, n.tenant, n.finished_at, n.expired, n.webhook_due_at
-    FROM head h, json_to_recordset($5::json) AS n (id text, kind text, status text,
+    FROM head h, json_to_recordset({0}::json) AS n (id text, kind text, status text,
         attempt integer, last_seq integer, lease_owner text, lease_expires_at bigint,
         state text, tenant text, finished_at bigint, expired boolean, webhook_due_at bigint)
-), updated AS (
+"""
+_UPDATED = """), updated AS (
     UPDATE opstream_operations o SET status = u.status, attempt = u.attempt,
         last_seq = u.last_seq, lease_owner = u.lease_owner,
         lease_expires_at = u.lease_expires_at, state = u.state::json,
         finished_at = u.finished_at, expired = u.expired,
         webhook_due_at = CASE WHEN u.due_changed THEN u.webhook_due_at
             ELSE o.webhook_due_at END
-    FROM head h, json_to_recordset($6::json) AS u (id text, status text, attempt integer,
+    FROM head h, json_to_recordset({0}::json) AS u (id text, status text, attempt integer,
         last_seq integer, lease_owner text, lease_expires_at bigint, state text,
         finished_at bigint, expired boolean, webhook_due_at bigint, due_changed boolean)
     WHERE o.id = u.id
-), results AS (
+"""
+_RESULTS = """), results AS (
     INSERT INTO opstream_results (operation_id, content_type, body)
     SELECT r.operation_id, r.content_type, r.body
-    FROM head h, unnest($7::text[], $8::text[], $9::bytea[])
+    FROM head h, unnest({0}::text[], {1}::text[], {2}::bytea[])
         AS r (operation_id, content_type, body)
     ON CONFLICT (operation_id) DO UPDATE SET
         content_type = excluded.content_type, body = excluded.body
-), unresults AS (
-    DELETE FROM opstream_results r USING head h WHERE r.operation_id = ANY ($10::text[])
-)
-SELECT h.position, h.shift, {NOW_US} AS now_us, pg_notify($11, h.position::text)
-FROM head h
 """
+_UNRESULTS = """), unresults AS (
+    DELETE FROM opstream_results r USING head h WHERE r.operation_id = ANY ({0}::text[])
+"""
+# The answer: no row if the check failed (nothing was written).
+_ANSWER = (
+    f")\nSELECT h.position, h.shift, {NOW_US} AS now_us, "
+    "pg_notify({0}, h.position::text) FROM head h\n"
+)
 # Locks the operation rows a batch appends to, in id order, and reads the clock (one row
 # with NULL columns when there is none of them).
 LOCK_OPERATIONS = f"""
@@ -112,41 +119,53 @@ Version = tuple[int | None, str | None, int | None]
 
 
 def version(current: Current | None) -> Version:
-    """What ``WRITE_BATCH`` compares with the locked row: ``None``s for a row to create."""
+    """What the batch's statement compares with the locked row: ``None``s for a row to create."""
     if current is None:
         return (None, None, None)
     return (current.operation.last_seq, current.lease_owner, current.lease_expires_at)
 
 
-def write_args(
+def write_statement(
     batch: Batch, planned: dict[str, Version], planned_head: int, channel: str
-) -> list[Any]:
-    """``WRITE_BATCH``'s arguments for ``batch``, planned from ``planned`` and ``planned_head``."""
+) -> tuple[str, list[Any]]:
+    """The statement that writes ``batch``, planned from ``planned`` and ``planned_head``,
+    and its arguments."""
     versions = [
         {"id": id_, "last_seq": seq, "lease_owner": owner, "lease_expires_at": expires}
         for id_, (seq, owner, expires) in planned.items()
     ]
+    present = sum(seq is not None for seq, _, _ in planned.values())
+    events = [_event(event) for event in batch.events]
+    args: list[Any] = [_json(versions), present, len(batch.events), planned_head, _json(events)]
+    parts = [_CORE]
+
+    def add(template: str, *values: Any) -> None:
+        parts.append(template.format(*(f"${len(args) + n}" for n in range(1, len(values) + 1))))
+        args.extend(values)
+
+    inserted, updated = _operations(batch)
+    if inserted:
+        add(_INSERTED, _json(inserted))
+    if updated:
+        add(_UPDATED, _json(updated))
+    results, deleted = _results(batch)
+    if results:
+        add(_RESULTS, *(list(column) for column in zip(*results, strict=True)))
+    if deleted:
+        add(_UNRESULTS, deleted)
+    add(_ANSWER, channel)
+    return "".join(parts), args
+
+
+def _operations(batch: Batch) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The operation rows to insert (the batch creates them) and those to update."""
     inserted, updated = [], []
     for row in batch.operations.values():
         if row.before is None:
             inserted.append(_inserted(row.current))
         else:
             updated.append(_updated(row.current, row.due_changed))
-    results, deleted = _results(batch)
-    return [
-        _json(versions),
-        len(batch.events),
-        planned_head,
-        _json([_event(event) for event in batch.events]),
-        _json(inserted),
-        _json(updated),
-        [result[0] for result in results],
-        [result[1] for result in results],
-        [result[2] for result in results],
-        deleted,
-        channel,
-        sum(seq is not None for seq, _, _ in planned.values()),
-    ]
+    return inserted, updated
 
 
 def _event(event: m.Event) -> dict[str, Any]:
@@ -223,7 +242,7 @@ class DbClock:
     that, so the estimate runs behind the database by what the statement still did after
     reading it (its commit, half a round trip), never ahead of it — as a time read at the
     start of a transaction does. A reading does not wait on locks after the clock is read
-    (``WRITE_BATCH`` reads it once it holds the head), so that lag stays below a
+    (the batch's statement reads it once it holds the head), so that lag stays below a
     millisecond. Stamps never go backwards, and an anchor older than ``trust`` seconds is
     not used (the writer then reads the clock under its locks).
     """
@@ -257,4 +276,4 @@ class DbClock:
         return self._last_ms
 
 
-__all__ = ["LOCK_OPERATIONS", "WRITE_BATCH", "DbClock", "Version", "version", "write_args"]
+__all__ = ["LOCK_OPERATIONS", "DbClock", "Version", "version", "write_statement"]

@@ -46,7 +46,7 @@ from opstream.events.errors import (
 )
 from opstream.events.fold import QUEUED, Operation
 from opstream.events.leases import recovery_events
-from opstream.events.pgbatch import LOCK_OPERATIONS, WRITE_BATCH, DbClock, version, write_args
+from opstream.events.pgbatch import LOCK_OPERATIONS, DbClock, version, write_statement
 from opstream.events.store import (
     Appended,
     CommitListener,
@@ -234,8 +234,9 @@ class PostgresStore:
             settings["search_path"] = _quote_ident(self.schema)
         return settings
 
-    async def _connect(self) -> Any:
-        return await asyncpg.connect(self.url, server_settings=self._server_settings())
+    async def _connect(self, **settings: str) -> Any:
+        server_settings = {**self._server_settings(), **settings}
+        return await asyncpg.connect(self.url, server_settings=server_settings)
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -729,9 +730,9 @@ class PostgresStore:
         batch = plan_batch(jobs, currents, KeyBook({}), first_position=first, now=now)
         if not batch.events or any(not isinstance(o, Appended) for _, o in batch.outcomes):
             return None
-        args = write_args(batch, planned, first - 1, self._channel)
+        sql, args = write_statement(batch, planned, first - 1, self._channel)
         try:
-            row = await (await self._writer_connection()).fetchrow(WRITE_BATCH, *args)
+            row = await (await self._writer_connection()).fetchrow(sql, *args)
         except BaseException:
             self._forget(planned)
             raise
@@ -772,7 +773,7 @@ class PostgresStore:
             self._remembered.pop(operation_id, None)
 
     def _placed(self, batch: Batch, row: Any) -> Batch:
-        """The batch moved onto the positions ``WRITE_BATCH`` gave it."""
+        """The batch moved onto the positions its statement gave it."""
         self._head_seen = row["position"]
         shift: int = row["shift"]
         return batch.shifted(shift) if shift else batch
@@ -821,7 +822,9 @@ class PostgresStore:
         if conn is None or conn.is_closed():
             self._pool_or_raise()
             self._writer_conn = None
-            conn = self._writer_conn = await self._connect()
+            # The writer's statements take their rows as JSON documents, which tell the
+            # planner nothing: planning them anew for each batch only costs time.
+            conn = self._writer_conn = await self._connect(plan_cache_mode="force_generic_plan")
         return conn
 
     def _announce(self, events: list[m.Event]) -> None:
@@ -858,8 +861,8 @@ class PostgresStore:
         self._staged.update(currents)
         if not batch.events:
             return batch.outcomes
-        args = write_args(batch, planned, first - 1, self._channel)
-        row = await conn.fetchrow(WRITE_BATCH, *args)
+        sql, args = write_statement(batch, planned, first - 1, self._channel)
+        row = await conn.fetchrow(sql, *args)
         if row is None:  # cannot happen: this transaction holds the operations' locks
             raise StoreError("the operations changed under their locks")
         self._clock.anchor(row["now_us"])
