@@ -201,6 +201,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 )
 
 EVENT_COLUMNS = "position, operation_id, seq, type, kind, message, happened_at, details, tenant"
+# The same columns through event_index (i) and events (e): the key columns from i, so that
+# SQLite sees the rows come out in seq order and stops at the page's end, sorting nothing.
+INDEXED_EVENT_COLUMNS = ", ".join(
+    f"i.{column}" if column in ("position", "operation_id", "seq") else f"e.{column}"
+    for column in EVENT_COLUMNS.split(", ")
+)
 OPERATION_COLUMNS = "id, state, lease_owner, lease_expires_at"
 TERMINAL_TYPES = tuple(sorted(m.TERMINAL_TYPES))
 # SQLite's default limit on host parameters is well above this; batches are chunked to it.
@@ -220,20 +226,25 @@ INDEX_EVERY = 1024
 TAIL = "position > (SELECT indexed_through FROM meta WHERE singleton = 1)"
 
 
-def operation_events(seq_after: str, clauses: Sequence[str] = ()) -> str:
+def operation_events(seq_after: str, filters: Sequence[str] = (), until: bool = False) -> str:
     """One operation's (``:op``) events with ``seq`` above the SQL expression ``seq_after``,
     in order, at most ``:limit``: those in event_index, then the tail not indexed yet.
-    ``clauses`` filter the events further (named parameters only)."""
-    where = "".join(f" AND {clause}" for clause in clauses)
-    # NOT INDEXED: events are found by position (the rowid), never through events_by_kind
-    # or events_by_tenant, which a filter on kind or tenant would otherwise tempt SQLite to
-    # walk over every operation's events.
+    ``filters`` are columns to match (``kind`` matches ``:kind``); ``until`` keeps
+    positions up to ``:until``."""
+    where = [f"{column} = :{column}" for column in filters]
+    if until:
+        where.append("position <= :until")
+    indexed = "".join(f" AND e.{clause}" for clause in where)
+    tail = "".join(f" AND {clause}" for clause in where)
+    # Index entries are joined to their events, so an entry whose event is gone is skipped,
+    # not counted against the page. NOT INDEXED: events are found by position (the rowid),
+    # never through events_by_kind or events_by_tenant, which a filter on kind or tenant
+    # would otherwise tempt SQLite to walk over every operation's events.
     return (
-        f"SELECT {EVENT_COLUMNS} FROM events NOT INDEXED WHERE position IN (SELECT position "
-        f"FROM event_index WHERE operation_id = :op AND seq > {seq_after} ORDER BY seq "
-        f"LIMIT :limit){where} UNION ALL SELECT {EVENT_COLUMNS} FROM events NOT INDEXED "
-        f"WHERE {TAIL} AND operation_id = :op AND seq > {seq_after}{where} "
-        "ORDER BY seq LIMIT :limit"
+        f"SELECT {INDEXED_EVENT_COLUMNS} FROM event_index i JOIN events e NOT INDEXED "
+        f"ON e.position = i.position WHERE i.operation_id = :op AND i.seq > {seq_after}"
+        f"{indexed} UNION ALL SELECT {EVENT_COLUMNS} FROM events NOT INDEXED WHERE {TAIL} "
+        f"AND operation_id = :op AND seq > {seq_after}{tail} ORDER BY seq LIMIT :limit"
     )
 
 
@@ -271,6 +282,14 @@ def _translate_errors() -> Iterator[None]:
         raise
     except (sqlite3.Error, ValueError) as exc:
         raise StoreError(f"SQLite: {exc}") from exc
+
+
+class RowsMoved(StoreError):
+    """Operation rows were not where the writer's projections said: another writer changed
+    them without the writer noticing. Nothing is written; the transaction is planned again."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} operation row(s) moved under the writer's projections")
 
 
 class SQLiteStore:
@@ -691,7 +710,18 @@ class SQLiteStore:
         self._announce(committed)
 
     def _transact(self, appends: list[Append], task: Task | None) -> tuple[list[Outcome], Any]:
-        """On the writer thread: one transaction. Touches no asyncio object."""
+        """On the writer thread: one transaction. Touches no asyncio object.
+
+        If an operation's row moved under a projection the writer trusted (see
+        ``RowsMoved``), the transaction is rolled back and planned once more on the rows as
+        they are."""
+        try:
+            return self._transact_once(appends, task)
+        except RowsMoved as exc:
+            log.error("%s; planning the transaction again from the database", exc)
+            return self._transact_once(appends, task)
+
+    def _transact_once(self, appends: list[Append], task: Task | None) -> tuple[list[Outcome], Any]:
         conn = self._writer
         assert conn is not None
         with _translate_errors():
@@ -763,10 +793,16 @@ class SQLiteStore:
                 progressed.append(_progressed_row(row))
             else:
                 changed.append(_operation_row(row))
-        conn.executemany("UPDATE operations SET last_seq = ?, state = ? WHERE id = ?", progressed)
+        # Each row is written only if it still has the last_seq the batch was planned on:
+        # events carry no unique (operation_id, seq) constraint, so the database, not only
+        # the writer's projection, must vouch that no seq is handed out twice.
+        written = conn.executemany(
+            "UPDATE operations SET last_seq = ?, state = ? WHERE id = ? AND last_seq = ?",
+            progressed,
+        ).rowcount
         # webhook_due_at follows the projection only when an append changes it, so that the
         # lease claim_webhooks puts on it survives unrelated appends.
-        conn.executemany(
+        written += conn.executemany(
             "INSERT INTO operations (id, kind, status, attempt, last_seq, lease_owner, "
             "lease_expires_at, state, tenant, finished_at, expired, webhook_due_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -775,9 +811,12 @@ class SQLiteStore:
             "lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at, "
             "state = excluded.state, finished_at = excluded.finished_at, "
             "expired = excluded.expired, webhook_due_at = CASE WHEN ? "
-            "THEN excluded.webhook_due_at ELSE operations.webhook_due_at END",
+            "THEN excluded.webhook_due_at ELSE operations.webhook_due_at END "
+            "WHERE operations.last_seq = ?",
             changed,
-        )
+        ).rowcount
+        if written != len(progressed) + len(changed):
+            raise RowsMoved(len(progressed) + len(changed) - written)
         if keys.stale:
             conn.executemany("DELETE FROM idempotency WHERE tenant = ? AND key = ?", keys.stale)
         if keys.recorded:
@@ -954,14 +993,15 @@ class SQLiteStore:
         tenant: str | None = None,
     ) -> list[m.Event]:
         params = {"kind": kind, "tenant": tenant, "until": until, "after": after}
-        clauses = [f"{name} = :{name}" for name in ("kind", "tenant") if params[name] is not None]
-        if until is not None:
-            clauses.append("position <= :until")
+        filters = [name for name in ("kind", "tenant") if params[name] is not None]
         if operation_id is None:
-            where = " AND ".join(["position > :after", *clauses])
+            clauses = ["position > :after", *(f"{name} = :{name}" for name in filters)]
+            if until is not None:
+                clauses.append("position <= :until")
+            where = " AND ".join(clauses)
             sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT :limit"
         else:
-            sql = operation_events(FEED_CURSOR_SEQ, clauses)
+            sql = operation_events(FEED_CURSOR_SEQ, filters, until is not None)
         with _translate_errors():
             rows = await _all(
                 self._read_conn(), sql, {**params, "op": operation_id, "limit": limit}
@@ -1055,7 +1095,12 @@ def _event(row: Sequence[Any]) -> m.Event:
 
 def _progressed_row(row: OperationRow) -> tuple[Any, ...]:
     operation = row.current.operation
-    return (operation.last_seq, dump_operation(operation), operation.id)
+    return (operation.last_seq, dump_operation(operation), operation.id, _planned_on(row))
+
+
+def _planned_on(row: OperationRow) -> int:
+    """The last_seq the row had when the batch was planned (0: the batch creates it)."""
+    return 0 if row.before is None else row.before.operation.last_seq
 
 
 def _operation_row(row: OperationRow) -> tuple[Any, ...]:
@@ -1075,6 +1120,7 @@ def _operation_row(row: OperationRow) -> tuple[Any, ...]:
         int(operation.expired),
         operation.webhook_due_at,
         row.due_changed,
+        _planned_on(row),
     )
 
 

@@ -226,10 +226,53 @@ async def test_a_file_from_release_3_keeps_its_head_and_history(tmp_path: Path) 
 async def test_one_operations_events_are_found_by_position_never_scanned(
     tmp_path: Path, filtered: bool
 ) -> None:
-    clauses = ["kind = :kind", "tenant = :tenant", "position <= :until"] if filtered else []
-    sql = sqlite.operation_events(sqlite.FEED_CURSOR_SEQ, clauses)
+    filters = ["kind", "tenant"] if filtered else []
+    sql = sqlite.operation_events(sqlite.FEED_CURSOR_SEQ, filters, until=filtered)
     params = {"op": "op_x", "after": 5, "limit": 100, "kind": KIND, "tenant": "t", "until": 9}
     async with SQLiteStore(tmp_path / "plans.db") as store:
         plan = await store.explain(sql, params)
     assert not [step for step in plan if step.startswith("SCAN")], plan
     assert not [step for step in plan if "events_by_" in step], plan
+    indexed_part = plan[: plan.index("RIGHT")]
+    assert not [step for step in indexed_part if "TEMP B-TREE" in step], (
+        "the indexed part comes out in seq order and stops at the page's end",
+        plan,
+    )
+
+
+async def test_index_entries_whose_events_are_gone_do_not_shorten_a_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a process of release 3 leaves them after its retention deleted events by
+    operation_id: a page still holds ``limit`` events when there are that many."""
+    monkeypatch.setattr(sqlite, "INDEX_EVERY", 1)
+    path = tmp_path / "orphans.db"
+    async with SQLiteStore(path) as store:
+        await store.create("op_o", KIND, {})
+        await store.append("op_o", [m.NewEvent(m.OPERATION_STARTED, "go", {"attempt": 1})])
+        for n in range(8):
+            await store.append("op_o", [m.NewEvent("Tick", f"tick {n}")])
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("DELETE FROM events WHERE operation_id = 'op_o' AND seq < 6")
+        conn.close()
+        assert [e.seq for e in await store.read("op_o", limit=3)] == [6, 7, 8]
+        page = await store.read_all(after=0, operation_id="op_o", limit=3)
+        assert [e.seq for e in page] == [6, 7, 8]
+
+
+async def test_a_row_moved_under_the_writer_is_planned_again_not_numbered_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Uniqueness of (operation_id, seq) rests on the operations row: a writer whose
+    projection is stale (a bug, or a writer that missed another's commit) is caught by the
+    row's last_seq and plans again on the database's."""
+    async with SQLiteStore(tmp_path / "moved.db") as store:
+        await store.create("op_m", KIND, {})
+        await store.append("op_m", [m.NewEvent(m.OPERATION_STARTED, "go", {"attempt": 1})])
+        stale = store._projections["op_m"]
+        await store.append("op_m", [m.NewEvent("Tick", "one")])
+        store._projections["op_m"] = stale  # the writer forgets the append it just made
+        appended = await store.append("op_m", [m.NewEvent("Tick", "two")])
+        assert [e.seq for e in appended.events] == [4]
+        assert [e.seq for e in await store.read("op_m")] == [1, 2, 3, 4]
+    assert "moved under the writer's projections" in caplog.text
