@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -49,6 +50,8 @@ class Settings:
         stream, a zero lease is lost as soon as it is taken. Raises ``ValueError``."""
         for name, (low, open_below) in LOWEST.items():
             value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"{_flag(name)} must be a finite number, not {value}")
             if value < low or (open_below and value == low):
                 bound = f"above {low:g}" if open_below else f"at least {low:g}"
                 raise ValueError(f"{_flag(name)} must be {bound}, not {value:g}")
@@ -124,8 +127,8 @@ HELP = {
     "lease_seconds": "how long a worker's claim lasts without renewal",
     "max_attempts": "attempts before an operation whose worker died is failed",
     "max_body_bytes": "largest request body accepted",
-    "heartbeat_seconds": "seconds between SSE keep-alive comments (a stream that cannot "
-    "send one within two of them is closed)",
+    "heartbeat_seconds": "seconds between SSE keep-alive comments (a stream whose client "
+    "stopped reading is closed within two of them)",
     "sqlite_synchronous": "FULL (survives power loss) or NORMAL (survives a crash)",
     "webhook_secret": "whsec_<base64> key that signs webhooks (unset: a random one per process)",
     "webhook_allow": "hosts, *.suffixes, addresses or CIDRs webhooks may reach though not global",

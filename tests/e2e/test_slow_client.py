@@ -16,7 +16,7 @@ from .helpers import countdown, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
-HEARTBEAT = 0.2  # the keep-alive's send deadline is two of these
+HEARTBEAT = 0.2  # a stalled stream is closed within two of these
 
 
 def _open_streams(client: httpx.Client) -> int:

@@ -24,6 +24,8 @@ def test_a_variable_that_is_not_a_number_is_named() -> None:
     [
         ("heartbeat_seconds", 0),  # sse-starlette would stop sending keep-alives
         ("heartbeat_seconds", -1),  # and refuse every stream
+        ("heartbeat_seconds", float("nan")),  # no keep-alive, so no stalled client caught
+        ("heartbeat_seconds", float("inf")),
         ("lease_seconds", 0),
         ("concurrency", -1),
         ("max_attempts", 0),
