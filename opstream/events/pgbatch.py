@@ -7,10 +7,11 @@ under the rows' locks:
 - it locks the batch's operation rows (``FOR UPDATE``, in id order) and compares them with the
   versions the plan started from (``last_seq`` and the lease columns: everything a plan reads
   that a write without an event can change), a missing row with an operation to create;
-- only if every one matches does it bump the head counter (taken after the operation rows,
-  as every appending transaction does, so two batches cannot deadlock) and write the events,
-  the operation rows, the results and the notification; otherwise it writes nothing and
-  returns no row, and the writer plans again under a transaction's locks.
+- only if every one matches does it write the operation rows, then bump the head counter
+  (taken after the operation rows, as every appending transaction does, so two batches
+  cannot deadlock; and held only for the events and the commit) and write the events, the
+  results and the notification; otherwise it writes nothing and returns no row, and the
+  writer plans again under a transaction's locks.
 
 So a batch that the writer could plan from what it remembers costs one round trip (the
 statement commits on its own); the checks are the database's, so what it remembers can be
@@ -55,9 +56,14 @@ WITH planned AS MATERIALIZED (
         IS NOT DISTINCT FROM (p.last_seq, p.lease_owner, p.lease_expires_at) AS same
     FROM opstream_operations o JOIN planned p ON p.id = o.id
     ORDER BY o.id FOR UPDATE OF o
-), head AS (
+), verdict AS MATERIALIZED (
+    SELECT count(*) = $2 AND coalesce(bool_and(same), true) AS ok FROM locked
+"""
+# The operation rows are written before the head is taken, under their own locks only, so
+# that the head (which every appender waits for) is held for the events and the commit.
+_HEAD = """), head AS (
     UPDATE opstream_head SET position = position + $3
-    WHERE (SELECT count(*) = $2 AND coalesce(bool_and(same), true) FROM locked)
+    WHERE (SELECT ok FROM verdict){0}
     RETURNING position, position - $3 - $4 AS shift
 ), events AS (
     INSERT INTO opstream_events
@@ -73,9 +79,11 @@ _INSERTED = """), inserted AS (
         lease_expires_at, state, tenant, finished_at, expired, webhook_due_at)
     SELECT n.id, n.kind, n.status, n.attempt, n.last_seq, n.lease_owner, n.lease_expires_at,
         n.state::json, n.tenant, n.finished_at, n.expired, n.webhook_due_at
-    FROM head h, json_to_recordset({0}::json) AS n (id text, kind text, status text,
+    FROM json_to_recordset({0}::json) AS n (id text, kind text, status text,
         attempt integer, last_seq integer, lease_owner text, lease_expires_at bigint,
         state text, tenant text, finished_at bigint, expired boolean, webhook_due_at bigint)
+    WHERE (SELECT ok FROM verdict)
+    RETURNING 1
 """
 _UPDATED = """), updated AS (
     UPDATE opstream_operations o SET status = u.status, attempt = u.attempt,
@@ -84,10 +92,11 @@ _UPDATED = """), updated AS (
         finished_at = u.finished_at, expired = u.expired,
         webhook_due_at = CASE WHEN u.due_changed THEN u.webhook_due_at
             ELSE o.webhook_due_at END
-    FROM head h, json_to_recordset({0}::json) AS u (id text, status text, attempt integer,
+    FROM json_to_recordset({0}::json) AS u (id text, status text, attempt integer,
         last_seq integer, lease_owner text, lease_expires_at bigint, state text,
         finished_at bigint, expired boolean, webhook_due_at bigint, due_changed boolean)
-    WHERE o.id = u.id
+    WHERE o.id = u.id AND (SELECT ok FROM verdict)
+    RETURNING 1
 """
 _RESULTS = """), results AS (
     INSERT INTO opstream_results (operation_id, content_type, body)
@@ -138,6 +147,7 @@ def write_statement(
     events = [_event(event) for event in batch.events]
     args: list[Any] = [_json(versions), present, len(batch.events), planned_head, _json(events)]
     parts = [_CORE]
+    written = ""  # the head waits for the operation rows' writes: they come first
 
     def add(template: str, *values: Any) -> None:
         parts.append(template.format(*(f"${len(args) + n}" for n in range(1, len(values) + 1))))
@@ -146,8 +156,11 @@ def write_statement(
     inserted, updated = _operations(batch)
     if inserted:
         add(_INSERTED, _json(inserted))
+        written += " AND (SELECT count(*) FROM inserted) >= 0"
     if updated:
         add(_UPDATED, _json(updated))
+        written += " AND (SELECT count(*) FROM updated) >= 0"
+    parts.append(_HEAD.format(written))
     results, deleted = _results(batch)
     if results:
         add(_RESULTS, *(list(column) for column in zip(*results, strict=True)))

@@ -26,6 +26,7 @@ transaction-scoped advisory lock, so many processes may start at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -46,7 +47,7 @@ from opstream.events.errors import (
 )
 from opstream.events.fold import QUEUED, Operation
 from opstream.events.leases import recovery_events
-from opstream.events.pgbatch import LOCK_OPERATIONS, DbClock, version, write_statement
+from opstream.events.pgbatch import LOCK_OPERATIONS, DbClock, Version, version, write_statement
 from opstream.events.store import (
     Appended,
     CommitListener,
@@ -180,6 +181,13 @@ OPERATION_COLUMNS = "id, state, lease_owner, lease_expires_at"
 MAX_BATCH = 2000
 # Operations the writer remembers between batches; past this many it starts over.
 MAX_REMEMBERED = 10_000
+# Batches sent as one statement each that may await their commit at once, each on a
+# connection of its own: while the database commits one, the writer answers the callers of
+# the one before and plans the next.
+MAX_IN_FLIGHT = 2
+# A batch is split in two for that only if each half would have this many operations:
+# below that, a statement's own cost outweighs what the overlap saves.
+MIN_HALF = 32
 # How often a waiter re-reads the head even without a notification (a lost one only delays).
 FALLBACK_POLL = 2.0
 LISTEN_RETRY_MAX = 5.0
@@ -221,7 +229,10 @@ class PostgresStore:
         # The writer's memory, to plan a batch without reading first (see ``pgbatch``): the
         # operations as its last commits left them, the head and the database clock.
         self._remembered: dict[str, Current] = {}
-        self._writer_conn: Any = None  # the writer's own connection, beside the pool
+        self._writer_conns: list[Any] = [None] * MAX_IN_FLIGHT  # the writer's, beside the pool
+        self._in_flight: collections.deque[_Sent] = collections.deque()
+        self._answered = 0  # the highest position the writer has answered
+        self._unannounced: list[m.Event] = []  # answered, waiting for batches in flight
         self._staged: dict[str, Current] = {}  # written by the transaction in progress
         self._head_seen = 0
         self._clock = DbClock()
@@ -650,16 +661,17 @@ class PostgresStore:
         try:
             await self._drain()
         finally:
-            conn, self._writer_conn = self._writer_conn, None
-            if conn is not None:
-                with contextlib.suppress(*DRIVER_ERRORS):
-                    await asyncio.wait_for(conn.close(), 10)
+            conns, self._writer_conns = self._writer_conns, [None] * MAX_IN_FLIGHT
+            for conn in conns:
+                if conn is not None:
+                    with contextlib.suppress(*DRIVER_ERRORS):
+                        await asyncio.wait_for(conn.close(), 10)
 
     async def _drain(self) -> None:
         """Drain the queue: consecutive appends share one transaction (group commit)."""
         stopping = False
         while not stopping:
-            job = await self._queue.get()
+            job = await self._next()
             if job is None:
                 break
             pending: list[Append | Task] = [job]
@@ -676,72 +688,143 @@ class PostgresStore:
                     continue
                 await self._commit_appends(appends)
                 appends = []
+                await self._settle_in_flight()
                 await self._commit_task(item)
             await self._commit_appends(appends)
+        await self._settle_in_flight()
+
+    async def _next(self) -> Append | Task | None:
+        """The next item on the queue; batches in flight are answered meanwhile, as they
+        commit, so that their callers can queue their next appends."""
+        if not self._in_flight:
+            return await self._queue.get()
+        get = asyncio.ensure_future(self._queue.get())
+        try:
+            while self._in_flight and not get.done():
+                oldest = self._in_flight[0].reply
+                await asyncio.wait((get, oldest), return_when=asyncio.FIRST_COMPLETED)
+                if oldest.done():
+                    await self._settle_oldest()
+            return await get
+        finally:
+            get.cancel()  # only if still waiting: a taken item was returned above
 
     async def _commit_appends(self, appends: list[Append]) -> None:
-        """Write ``appends`` in one transaction; answer callers after COMMIT.
+        """Write ``appends``: sent as one statement (or two, so that the database commits
+        one while the writer answers the other's callers) when the writer can plan them
+        from memory, else in a transaction that locks first."""
+        if not appends:
+            return
+        if self._in_flight and self._touches_in_flight(appends):
+            await self._settle_in_flight()  # their memory is about to change
+        groups = [appends] if self._in_flight else _halves(appends)
+        for group in groups:
+            if not await self._send(group):
+                await self._settle_in_flight()
+                await self._commit_locked(group)
+
+    async def _commit_locked(self, appends: list[Append]) -> None:
+        """Write ``appends`` in one transaction that locks their operations before planning
+        them; answer callers after COMMIT. Nothing may be in flight.
 
         If the database refuses the batch (a deadlock, a duplicate id created by another
         process at the same moment), the transaction rolled back, so each append is tried
         again alone: one bad append does not sink its neighbours.
         """
-        if not appends:
-            return
         try:
-            outcomes = await self._write_batch(appends)
+            outcomes = await self._in_writer_transaction(
+                lambda conn: self._write_appends(conn, appends, None)
+            )
         except RETRYABLE as exc:
             if len(appends) > 1:
                 for job in appends:
-                    await self._commit_appends([job])
+                    await self._commit_locked([job])
                 return
             settle(appends[0].future, StoreError(f"append not committed: {exc}"))
             return
         except Exception as exc:
-            for job in appends:
-                settle(job.future, StoreError(f"append not committed: {exc}"))
+            _refuse(appends, exc)
             return
-        committed: list[m.Event] = []
+        self._answer(outcomes)
+
+    def _answer(self, outcomes: list[Outcome]) -> None:
+        """Settle the callers at once; announce the events once no batch still in flight
+        can have committed before them (see ``_Sent.floor``), in position order."""
         for job, outcome in outcomes:
             if isinstance(outcome, Appended):
-                committed.extend(outcome.events)
+                self._unannounced.extend(outcome.events)
+                self._answered = max([self._answered, *(e.position for e in outcome.events)])
             settle(job.future, outcome)
-        self._announce(committed)
+        floor = min((sent.floor for sent in self._in_flight), default=None)
+        if floor is None:
+            ready, self._unannounced = self._unannounced, []
+        else:
+            ready = [e for e in self._unannounced if e.position <= floor]
+            self._unannounced = [e for e in self._unannounced if e.position > floor]
+        self._announce(ready)
 
-    async def _write_batch(self, jobs: list[Append]) -> list[Outcome]:
-        """One batch: in one statement if the writer can plan it from memory, else in a
-        transaction that locks the operations before planning."""
-        outcomes = await self._write_remembered(jobs)
-        if outcomes is not None:
-            return outcomes
-        return await self._in_writer_transaction(lambda conn: self._write_appends(conn, jobs, None))
-
-    async def _write_remembered(self, jobs: list[Append]) -> list[Outcome] | None:
-        """The batch planned from the writer's memory and written by one statement that
-        checks that memory under the locks (see ``pgbatch``); ``None``: not written, because
-        the memory lacks something or proved stale, or the plan refuses an append (a refusal
-        is only trusted when made under the locks)."""
+    async def _send(self, jobs: list[Append]) -> bool:
+        """Plan ``jobs`` from the writer's memory and send the statement that checks that
+        memory under the locks and writes them (see ``pgbatch``); answered by
+        ``_settle_oldest``. False: not sent, because the memory lacks something or the plan
+        refuses an append (a refusal is only trusted when made under the locks)."""
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            await self._settle_oldest()
         now = self._clock.estimate()
         currents = self._recall(jobs)
         if now is None or currents is None:
-            return None
+            return False
         planned = {job.operation_id: version(currents.get(job.operation_id)) for job in jobs}
         first = self._head_seen + 1
         batch = plan_batch(jobs, currents, KeyBook({}), first_position=first, now=now)
         if not batch.events or any(not isinstance(o, Appended) for _, o in batch.outcomes):
-            return None
+            return False
         sql, args = write_statement(batch, planned, first - 1, self._channel)
+        busy = {sent.connection for sent in self._in_flight}
+        connection = next(n for n in range(MAX_IN_FLIGHT) if n not in busy)
         try:
-            row = await (await self._writer_connection()).fetchrow(sql, *args)
-        except BaseException:
-            self._forget(planned)
-            raise
-        if row is None:  # another writer was there first
-            self._forget(planned)
-            return None
+            conn = await self._writer_connection(connection)
+        except Exception as exc:
+            _refuse(jobs, exc)
+            return True
+        reply = asyncio.ensure_future(conn.fetchrow(sql, *args))
+        sent = _Sent(jobs, batch, planned, currents, connection, reply, self._answered)
+        self._in_flight.append(sent)
+        self._head_seen = first - 1 + len(batch.events)  # the next batch's guess
+        return True
+
+    async def _settle_in_flight(self) -> None:
+        while self._in_flight:
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        """Answer the oldest batch in flight once its statement has committed. If it wrote
+        nothing (its memory was stale) or failed, the batches after it are answered first,
+        then its appends go through a transaction that locks first: callers hear of
+        positions in the order they were committed."""
+        sent = self._in_flight.popleft()
+        try:
+            row = await sent.reply
+        except RETRYABLE:  # rolled back: safe to try again
+            row = None
+        except Exception as exc:  # perhaps committed, perhaps not: the callers must know
+            self._forget(sent.planned)
+            _refuse(sent.jobs, exc)
+            self._answer([])  # what waited for this batch
+            return
+        if row is None:
+            self._forget(sent.planned)
+            await self._settle_in_flight()
+            await self._commit_locked(sent.jobs)
+            self._answer([])
+            return
         self._clock.anchor(row["now_us"])
-        self._remember(currents)
-        return self._placed(batch, row).outcomes
+        self._remember(sent.currents)
+        self._answer(self._placed(sent.batch, row).outcomes)
+
+    def _touches_in_flight(self, jobs: list[Append]) -> bool:
+        busy = {operation_id for sent in self._in_flight for operation_id in sent.planned}
+        return any(job.operation_id in busy for job in jobs)
 
     def _recall(self, jobs: list[Append]) -> dict[str, Current] | None:
         """What the writer remembers of the operations ``jobs`` append to, or ``None`` if it
@@ -774,7 +857,9 @@ class PostgresStore:
 
     def _placed(self, batch: Batch, row: Any) -> Batch:
         """The batch moved onto the positions its statement gave it."""
-        self._head_seen = row["position"]
+        # With batches still in flight, the guess already counts their positions.
+        position: int = row["position"]
+        self._head_seen = max(self._head_seen, position) if self._in_flight else position
         shift: int = row["shift"]
         return batch.shifted(shift) if shift else batch
 
@@ -814,17 +899,18 @@ class PostgresStore:
         self._remember(staged)
         return value
 
-    async def _writer_connection(self) -> Any:
-        """The writer's own connection, opened again once lost. Not the pool's: a pool
-        connection costs a reset (one more round trip) each time it goes back, and the
-        writer would wait behind the readers for one."""
-        conn = self._writer_conn
+    async def _writer_connection(self, n: int = 0) -> Any:
+        """The writer's ``n``-th connection of its own, opened again once lost. Not the
+        pool's: a pool connection costs a reset (one more round trip) each time it goes
+        back, and the writer would wait behind the readers for one."""
+        conn = self._writer_conns[n]
         if conn is None or conn.is_closed():
             self._pool_or_raise()
-            self._writer_conn = None
+            self._writer_conns[n] = None
             # The writer's statements take their rows as JSON documents, which tell the
             # planner nothing: planning them anew for each batch only costs time.
-            conn = self._writer_conn = await self._connect(plan_cache_mode="force_generic_plan")
+            conn = await self._connect(plan_cache_mode="force_generic_plan")
+            self._writer_conns[n] = conn
         return conn
 
     def _announce(self, events: list[m.Event]) -> None:
@@ -1034,6 +1120,41 @@ class PostgresStore:
                 operation_id,
             )
         return None if row is None else StoredResult(row[0], bytes(row[1]))
+
+
+@dataclasses.dataclass
+class _Sent:
+    """A batch whose statement is on its way: answered once it has committed."""
+
+    jobs: list[Append]
+    batch: Batch
+    planned: dict[str, Version]
+    currents: dict[str, Current]  # the operations after it
+    connection: int
+    reply: asyncio.Future[Any]
+    # The highest position answered when it was sent: it commits after those, so its
+    # positions are above. Two batches in flight may commit in either order (each takes the
+    # head when its statement gets there), so a batch's events are announced only once
+    # every batch in flight has a floor at or above them.
+    floor: int
+
+
+def _halves(jobs: list[Append]) -> list[list[Append]]:
+    """``jobs`` in two batches with no operation in both (each keeps its appends' order),
+    to be committed one after the other while the writer answers the first's callers."""
+    operations = list(dict.fromkeys(job.operation_id for job in jobs))
+    if len(operations) < 2 * MIN_HALF:
+        return [jobs]
+    first = set(operations[: len(operations) // 2])
+    return [
+        [job for job in jobs if job.operation_id in first],
+        [job for job in jobs if job.operation_id not in first],
+    ]
+
+
+def _refuse(jobs: list[Append], exc: Exception) -> None:
+    for job in jobs:
+        settle(job.future, StoreError(f"append not committed: {exc}"))
 
 
 async def _until_closed(conn: Any) -> None:
