@@ -38,8 +38,8 @@ class HeldStore(PostgresStore):
         self.release = asyncio.Event()
         self.holding = False
 
-    async def _write_appends(self, conn: Any, jobs: Any, currents: Any) -> Any:
-        outcomes = await super()._write_appends(conn, jobs, currents)
+    async def _write_appends(self, conn: Any, jobs: Any, currents: Any, now: Any = None) -> Any:
+        outcomes = await super()._write_appends(conn, jobs, currents, now)
         if self.holding:
             self.written.set()
             await self.release.wait()
