@@ -17,6 +17,7 @@ from typing import Any
 
 from opstream.app.metrics import APPEND_LATENCY
 from opstream.events import model as m
+from opstream.events.codec import dump_details
 from opstream.events.errors import LeaseLost, OpstreamError
 from opstream.events.store import EventStore, Lease, StoredResult
 
@@ -80,7 +81,12 @@ class Context:
         """Append an event of the handler's own type (``FraudCheckStarted``)."""
         if not EVENT_TYPE.match(type) or type in RESERVED_TYPES:
             raise ValueError(f"{type!r} is not an event type a handler may emit")
-        await self._append(type, message, details or {})
+        details = details or {}
+        try:
+            dump_details(details)  # here, where the handler can see why, not at the commit
+        except TypeError as exc:
+            raise ValueError(f"details of {type} are not JSON: {exc}") from None
+        await self._append(type, message, details)
 
     async def flush(self) -> None:
         """Wait until every event reported so far is durable."""
@@ -135,6 +141,8 @@ _CONTROLS = dict.fromkeys([*range(0x20), 0x7F], " ")
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
-    """A message a person can read in a list: one line, bounded, no control characters."""
-    flat = " ".join(str(text).translate(_CONTROLS).split())
+    """A message a person can read in a list: one line, bounded, no control characters,
+    and valid UTF-8 (a lone surrogate becomes ``?``: neither store could keep it)."""
+    text = str(text).encode("utf-8", "replace").decode("utf-8")
+    flat = " ".join(text.translate(_CONTROLS).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

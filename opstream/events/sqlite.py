@@ -691,6 +691,12 @@ class SQLiteStore:
                 self._executor, self._transact, appends, task
             )
         except Exception as exc:
+            if task is None and len(appends) > 1:
+                # Rolled back: try each alone, so that one bad append (details that cannot
+                # be encoded, say) does not sink the neighbours it happened to share with.
+                for job in appends:
+                    await self._commit([job], None)
+                return
             if task is not None:
                 settle(task.future, exc)
             for job in appends:
