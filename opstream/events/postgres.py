@@ -192,8 +192,27 @@ MIN_HALF = 32
 FALLBACK_POLL = 2.0
 LISTEN_RETRY_MAX = 5.0
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-# Errors after which the transaction certainly rolled back, so its appends may be retried.
+# Errors after which the connection is gone (or in a state nobody can tell): a statement or
+# COMMIT it was sending may still commit on the server, so what it wrote is unknown and must
+# never be written again by a retry. Checked before ``RETRYABLE``, whose subclasses some are.
+LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+# Errors after which the statement certainly rolled back (the connection being still there),
+# so its appends may be retried.
 RETRYABLE = (asyncpg.PostgresError,)
+UNKNOWN_OUTCOME = (
+    "the connection to PostgreSQL was lost while the append was being written; "
+    "it may have been committed"
+)
+# A step of the writer failed at a point that nobody can tell about (a bug).
+WRITER_FAILED = "the PostgreSQL writer failed; the write may have been committed"
 
 
 @contextlib.contextmanager
@@ -661,6 +680,7 @@ class PostgresStore:
         try:
             await self._drain()
         finally:
+            self._abandon()
             conns, self._writer_conns = self._writer_conns, [None] * MAX_IN_FLIGHT
             for conn in conns:
                 if conn is not None:
@@ -686,12 +706,36 @@ class PostgresStore:
                 if isinstance(item, Append):
                     appends.append(item)
                     continue
-                await self._commit_appends(appends)
+                await self._guarded(appends, self._commit_appends(appends))
                 appends = []
-                await self._settle_in_flight()
-                await self._commit_task(item)
-            await self._commit_appends(appends)
-        await self._settle_in_flight()
+                await self._guarded([], self._settle_in_flight())
+                await self._guarded([item], self._commit_task(item))
+            await self._guarded(appends, self._commit_appends(appends))
+        await self._guarded([], self._settle_in_flight())
+
+    async def _guarded(self, items: Sequence[Append | Task], work: Awaitable[None]) -> None:
+        """Run one step of the writer; a failure that escapes it (a bug: every expected one
+        is answered where it happens) refuses that step's callers, not the writer's later
+        ones. Appends already sent are left to their batch's answer."""
+        try:
+            await work
+        except Exception as exc:
+            log.exception("the PostgreSQL writer failed on %d writes", len(items))
+            sent = {id(job) for batch in self._in_flight for job in batch.jobs}
+            for item in items:
+                if id(item) not in sent:
+                    settle(item.future, StoreError(f"{WRITER_FAILED} ({exc})"))
+
+    def _abandon(self) -> None:
+        """The writer is ending: answer every caller still waiting, so that none hangs."""
+        stopped = StoreError(f"{WRITER_FAILED} (it stopped before answering)")
+        while self._in_flight:
+            for job in self._in_flight.popleft().jobs:
+                settle(job.future, stopped)
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                settle(item.future, StoreClosed("the PostgreSQL store is closed"))
 
     async def _next(self) -> Append | Task | None:
         """The next item on the queue; batches in flight are answered meanwhile, as they
@@ -727,25 +771,43 @@ class PostgresStore:
         """Write ``appends`` in one transaction that locks their operations before planning
         them; answer callers after COMMIT. Nothing may be in flight.
 
-        If the database refuses the batch (a deadlock, a duplicate id created by another
-        process at the same moment), the transaction rolled back, so each append is tried
-        again alone: one bad append does not sink its neighbours.
+        If the batch fails with the connection still there (a deadlock, an id another process
+        created after the locks were read, an event that cannot be encoded), the transaction
+        rolled back, so each append is tried again alone: one bad append does not sink its
+        neighbours. If the connection is lost, the COMMIT may have reached the server: the
+        callers are told so, and nothing is tried again.
         """
+        try:
+            await self._writer_connection()  # a failure to connect is not worth a retry each
+        except Exception as exc:
+            _refuse(appends, exc)
+            return
         try:
             outcomes = await self._in_writer_transaction(
                 lambda conn: self._write_appends(conn, appends, None)
             )
-        except RETRYABLE as exc:
+        except LOST as exc:
+            self._lost(0)
+            _refuse_unknown(appends, exc)
+            return
+        except Exception as exc:
             if len(appends) > 1:
                 for job in appends:
                     await self._commit_locked([job])
                 return
-            settle(appends[0].future, StoreError(f"append not committed: {exc}"))
-            return
-        except Exception as exc:
             _refuse(appends, exc)
             return
         self._answer(outcomes)
+
+    def _lost(self, connection: int) -> None:
+        """The writer's ``connection`` failed mid-write: let it go (the next write opens
+        another) and forget everything remembered, which a write of unknown outcome may have
+        made stale, so that the next batches read the operations under their locks."""
+        conn = self._writer_conns[connection]
+        self._writer_conns[connection] = None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+        self._remembered.clear()
 
     def _answer(self, outcomes: list[Outcome]) -> None:
         """Settle the callers at once; announce the events once no batch still in flight
@@ -776,10 +838,13 @@ class PostgresStore:
             return False
         planned = {job.operation_id: version(currents.get(job.operation_id)) for job in jobs}
         first = self._head_seen + 1
-        batch = plan_batch(jobs, currents, KeyBook({}), first_position=first, now=now)
-        if not batch.events or any(not isinstance(o, Appended) for _, o in batch.outcomes):
+        try:
+            batch = plan_batch(jobs, currents, KeyBook({}), first_position=first, now=now)
+            if not batch.events or any(not isinstance(o, Appended) for _, o in batch.outcomes):
+                return False
+            sql, args = write_statement(batch, planned, first - 1, self._channel)
+        except Exception:  # an event that cannot be encoded: the locked path finds which
             return False
-        sql, args = write_statement(batch, planned, first - 1, self._channel)
         busy = {sent.connection for sent in self._in_flight}
         connection = next(n for n in range(MAX_IN_FLIGHT) if n not in busy)
         try:
@@ -804,14 +869,24 @@ class PostgresStore:
         positions in the order they were committed."""
         sent = self._in_flight.popleft()
         try:
+            await self._settle(sent)
+        except Exception as exc:  # a bug: its callers still get an answer, the writer goes on
+            log.exception("the PostgreSQL writer failed answering a batch")
+            self._lost(sent.connection)
+            _refuse_unknown(sent.jobs, exc, WRITER_FAILED)
+
+    async def _settle(self, sent: _Sent) -> None:
+        try:
             row = await sent.reply
-        except RETRYABLE:  # rolled back: safe to try again
-            row = None
-        except Exception as exc:  # perhaps committed, perhaps not: the callers must know
-            self._forget(sent.planned)
-            _refuse(sent.jobs, exc)
-            self._answer([])  # what waited for this batch
-            return
+        except Exception as exc:
+            if isinstance(exc, LOST) or not isinstance(exc, RETRYABLE):
+                # Perhaps committed, perhaps not (the statement commits on its own): the
+                # callers must know, and a retry could write the appends twice.
+                self._lost(sent.connection)
+                _refuse_unknown(sent.jobs, exc)
+                self._answer([])  # what waited for this batch
+                return
+            row = None  # rolled back: safe to try again
         if row is None:
             self._forget(sent.planned)
             await self._settle_in_flight()
@@ -868,6 +943,8 @@ class PostgresStore:
             with _translate_errors():
                 value = await self._in_writer_transaction(task.run)
         except Exception as exc:
+            if isinstance(exc, LOST) or isinstance(exc.__cause__, LOST):
+                self._lost(0)  # its memory may be stale, and the connection is no use
             settle(task.future, exc)
             return
         committed: list[m.Event] = []
@@ -949,8 +1026,11 @@ class PostgresStore:
             return batch.outcomes
         sql, args = write_statement(batch, planned, first - 1, self._channel)
         row = await conn.fetchrow(sql, *args)
-        if row is None:  # cannot happen: this transaction holds the operations' locks
-            raise StoreError("the operations changed under their locks")
+        if row is None:
+            # Another process created an operation after the locks were read (a missing row
+            # cannot be locked). ``_commit_locked`` tries each append again alone, and the
+            # create then finds the operation.
+            raise StoreError("an operation was created by another process meanwhile")
         self._clock.anchor(row["now_us"])
         if keys.stale:
             await conn.executemany(
@@ -1155,6 +1235,13 @@ def _halves(jobs: list[Append]) -> list[list[Append]]:
 def _refuse(jobs: list[Append], exc: Exception) -> None:
     for job in jobs:
         settle(job.future, StoreError(f"append not committed: {exc}"))
+
+
+def _refuse_unknown(jobs: list[Append], exc: Exception, why: str = UNKNOWN_OUTCOME) -> None:
+    """Answer appends that may or may not have been committed: never as not committed, lest
+    the caller write them again."""
+    for job in jobs:
+        settle(job.future, StoreError(f"{why} ({exc})"))
 
 
 async def _until_closed(conn: Any) -> None:
