@@ -575,7 +575,8 @@ class SQLiteStore:
             (cutoff, limit),
         )
         removed = 0
-        self._index_tail(conn)
+        if rows:  # their events are found through event_index: the tail goes in first
+            self._index_tail(conn)
         for (operation_id,) in rows:
             history = _all_now(
                 conn,
