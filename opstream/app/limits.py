@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 # Poll buckets are kept per (tenant, operation); the least recently used are dropped.
 MAX_TRACKED = 100_000
+POLL_BURST = 5.0  # status polls one operation may make at once
 
 
 class LimitExceeded(Exception):
@@ -72,11 +73,22 @@ class Limits:
         """A status request. A client that waits ``Retry-After`` (at least 1 s) between
         polls never runs out: the bucket refills faster than that and holds a burst."""
         key = (tenant, operation_id)
-        bucket = self._polls.pop(key, None) or Bucket(self.poll_rate, 5.0)
-        self._polls[key] = bucket
-        if len(self._polls) > MAX_TRACKED:
-            self._polls.popitem(last=False)
+        bucket = self._polls.pop(key, None)
+        self._forget_refilled_polls()
+        bucket = bucket or Bucket(self.poll_rate, POLL_BURST)
+        self._polls[key] = bucket  # the most recently polled last
         _check(bucket.take(), "polling faster than Retry-After asks; use ?wait= or the stream")
+
+    def _forget_refilled_polls(self) -> None:
+        """Drop the buckets not polled for as long as a full refill takes: a new bucket is
+        the same, so an operation polled once no longer costs memory for good."""
+        horizon = time.monotonic() - POLL_BURST / self.poll_rate
+        polls = self._polls
+        while polls:
+            oldest = next(iter(polls.values()))
+            if oldest.updated > horizon and len(polls) < MAX_TRACKED:
+                return
+            polls.popitem(last=False)
 
     def check_streams(self, tenant: str) -> None:
         if self._streams.get(tenant, 0) >= self.max_streams:
