@@ -197,26 +197,18 @@ def _event(event: m.Event) -> dict[str, Any]:
 
 def _inserted(current: Current) -> dict[str, Any]:
     operation = current.operation
-    return {
-        "id": operation.id,
-        "kind": operation.kind,
-        "status": operation.status,
-        "attempt": operation.attempt,
-        "last_seq": operation.last_seq,
-        "lease_owner": current.lease_owner,
-        "lease_expires_at": current.lease_expires_at,
-        "state": dump_operation(operation).decode(),
-        "tenant": operation.tenant,
-        "finished_at": operation.finished_at,
-        "expired": operation.expired,
-        "webhook_due_at": operation.webhook_due_at,
-    }
+    return {**_columns(current), "kind": operation.kind, "tenant": operation.tenant}
 
 
 def _updated(current: Current, due_changed: bool) -> dict[str, Any]:
     """The columns an append may change (kind and tenant never do); webhook_due_at follows
     the projection only when the batch changed it, so that the lease ``claim_webhooks`` puts
     on it survives unrelated appends."""
+    return {**_columns(current), "due_changed": due_changed}
+
+
+def _columns(current: Current) -> dict[str, Any]:
+    """The operations row's columns that follow the projection, by name."""
     operation = current.operation
     return {
         "id": operation.id,
@@ -229,7 +221,6 @@ def _updated(current: Current, due_changed: bool) -> dict[str, Any]:
         "finished_at": operation.finished_at,
         "expired": operation.expired,
         "webhook_due_at": operation.webhook_due_at,
-        "due_changed": due_changed,
     }
 
 
