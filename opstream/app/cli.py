@@ -14,19 +14,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from opstream import __version__
-from opstream.app.settings import HELP, LOOPBACK, Settings
+from opstream.app.settings import HELP, LOOPBACK, Settings, flag_of, variable_of
 
 log = logging.getLogger("opstream")
 
 
 def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
     def flag(name: str, kind: type, **extra: object) -> None:
-        env = "OPSTREAM_" + name.upper()
+        env = variable_of(name)
         default = getattr(Settings(), name)
         if isinstance(default, tuple):
             default = ",".join(default) or "none"
         parser.add_argument(
-            "--" + name.replace("_", "-"),
+            flag_of(name),
             type=kind,
             default=None,
             help=f"{HELP[name]} (env {env}; default {default})",

@@ -76,7 +76,7 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            variable = "OPSTREAM_" + f.name.upper()
+            variable = variable_of(f.name)
             raw = env.get(variable)
             if raw is not None and raw != "":
                 try:
@@ -114,8 +114,18 @@ SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+def flag_of(name: str) -> str:
+    """The command-line flag of a setting: ``--heartbeat-seconds``."""
+    return "--" + name.replace("_", "-")
+
+
+def variable_of(name: str) -> str:
+    """The environment variable of a setting: ``OPSTREAM_HEARTBEAT_SECONDS``."""
+    return "OPSTREAM_" + name.upper()
+
+
 def _flag(name: str) -> str:
-    return f"--{name.replace('_', '-')} (OPSTREAM_{name.upper()})"
+    return f"{flag_of(name)} ({variable_of(name)})"
 
 
 HELP = {
