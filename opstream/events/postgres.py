@@ -207,6 +207,23 @@ LOST = (
 # Errors after which the statement certainly rolled back (the connection being still there),
 # so its appends may be retried.
 RETRYABLE = (asyncpg.PostgresError,)
+
+
+class CreatedMeanwhile(StoreError):
+    """Another process created an operation of the batch after its locks were read: alone,
+    the create finds it (and the others commit)."""
+
+
+# Errors that one append's own content can cause (details that cannot be encoded, a value
+# or constraint the database refuses): its neighbours are then committed without it. Any
+# other error (a timeout, a full disk) would only fail each of them alone all over again.
+ONE_APPENDS_FAULT = (
+    CreatedMeanwhile,
+    TypeError,
+    ValueError,
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+)
 UNKNOWN_OUTCOME = (
     "the connection to PostgreSQL was lost while the append was being written; "
     "it may have been committed"
@@ -791,8 +808,8 @@ class PostgresStore:
             _refuse_unknown(appends, exc)
             return
         except Exception as exc:
-            if len(appends) > 1:
-                for job in appends:
+            if len(appends) > 1 and isinstance(exc, ONE_APPENDS_FAULT):
+                for job in appends:  # so that one bad append does not sink its neighbours
                     await self._commit_locked([job])
                 return
             _refuse(appends, exc)
@@ -1030,7 +1047,7 @@ class PostgresStore:
             # Another process created an operation after the locks were read (a missing row
             # cannot be locked). ``_commit_locked`` tries each append again alone, and the
             # create then finds the operation.
-            raise StoreError("an operation was created by another process meanwhile")
+            raise CreatedMeanwhile("an operation was created by another process meanwhile")
         self._clock.anchor(row["now_us"])
         if keys.stale:
             await conn.executemany(

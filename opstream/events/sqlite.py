@@ -284,6 +284,14 @@ def _translate_errors() -> Iterator[None]:
         raise StoreError(f"SQLite: {exc}") from exc
 
 
+def _may_be_one_appends_fault(exc: BaseException) -> bool:
+    """Whether a failed transaction may be the fault of one of its appends (details that
+    cannot be encoded, a constraint one breaks), so that the others deserve a commit without
+    it. A busy, full or failing database is nobody's fault: tried one by one, each append
+    would wait out the busy timeout again and fail all the same."""
+    return not isinstance(exc.__cause__ or exc, sqlite3.OperationalError)
+
+
 class RowsMoved(StoreError):
     """Operation rows were not where the writer's projections said: another writer changed
     them without the writer noticing. Nothing is written; the transaction is planned again."""
@@ -692,7 +700,7 @@ class SQLiteStore:
                 self._executor, self._transact, appends, task
             )
         except Exception as exc:
-            if task is None and len(appends) > 1:
+            if task is None and len(appends) > 1 and _may_be_one_appends_fault(exc):
                 # Rolled back: try each alone, so that one bad append (details that cannot
                 # be encoded, say) does not sink the neighbours it happened to share with.
                 for job in appends:

@@ -3,7 +3,9 @@ and the webhook claimer's queries use indexes, not scans."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import orjson
@@ -276,3 +278,42 @@ async def test_a_row_moved_under_the_writer_is_planned_again_not_numbered_twice(
         assert [e.seq for e in appended.events] == [4]
         assert [e.seq for e in await store.read("op_m")] == [1, 2, 3, 4]
     assert "moved under the writer's projections" in caplog.text
+
+
+async def test_a_busy_database_fails_a_batch_once_not_once_per_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock past the busy timeout: the batch fails after one
+    wait. Retrying its appends one by one (as for one bad append) would wait once each."""
+    busy_ms, count = 200, 20
+    pragmas = SQLiteStore._pragmas
+    monkeypatch.setattr(
+        SQLiteStore,
+        "_pragmas",
+        lambda self: [
+            f"PRAGMA busy_timeout = {busy_ms}" if "busy_timeout" in p else p for p in pragmas(self)
+        ],
+    )
+    path = tmp_path / "busy.db"
+    async with SQLiteStore(path) as store:
+        for n in range(count):
+            await store.create(f"op_{n}", "demo.countdown", {})
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(
+                    store.append(f"op_{n}", [m.NewEvent(m.WEBHOOK_FAILED, "x")])
+                    for n in range(count)
+                ),
+                return_exceptions=True,
+            )
+            took = time.monotonic() - started
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert all(isinstance(outcome, StoreError) for outcome in outcomes), outcomes
+        assert took < count * busy_ms / 1000 / 4, f"{count} appends took {took:.1f} s"
+        appended = await store.append("op_0", [m.NewEvent(m.WEBHOOK_FAILED, "again")])
+        assert [e.seq for e in appended.events] == [2], "the writer goes on once it is free"
