@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -28,6 +29,7 @@ from opstream.app.feeds import (
 )
 from opstream.app.kinds import Registry, registry
 from opstream.app.limits import Limits
+from opstream.app.not_modified import NotModified
 from opstream.app.openapi import openapi_document
 from opstream.app.operations import (
     create_operation,
@@ -197,6 +199,7 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
 
     return Starlette(
         routes=ROUTES,
+        middleware=[Middleware(NotModified)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

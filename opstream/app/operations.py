@@ -163,8 +163,12 @@ async def get_operation(request: Request) -> Response:
     svc = services(request)
     who = caller(request)
     operation_id = request.path_params["operation_id"]
-    known = _seq_of_etag(request.headers.get("if-none-match"))
-    unchanged = _unchanged(svc, who, operation_id, known, request)
+    known = seq_of_etag(request.headers.get("if-none-match"))
+    # With a query (?wait=), the usual path; the NotModified middleware has usually
+    # answered the rest before routing, with the same checks.
+    unchanged = (
+        None if request.scope["query_string"] else still_current(svc, who, operation_id, known)
+    )
     if unchanged is not None:
         svc.limits.polling(who.tenant, operation_id)
         return status_response(unchanged, known)
@@ -182,13 +186,12 @@ async def get_operation(request: Request) -> Response:
     return status_response(op, known)
 
 
-def _unchanged(
-    svc: Services, who: Caller, operation_id: str, known: int | None, request: Request
+def still_current(
+    svc: Services, who: Caller, operation_id: str, known: int | None
 ) -> Operation | None:
-    """The operation when the client's ETag still names its newest event, as far as the
-    projection cache knows: then the answer is a ``304`` with no store read. Requests with
-    a query (``?wait=``) take the usual path."""
-    if known is None or request.scope["query_string"]:
+    """The operation when the client's ETag (``known``) still names its newest event, as
+    far as the projection cache knows: then the answer is a ``304`` with no store read."""
+    if known is None:
         return None
     op = svc.projections.current(operation_id)
     if op is None or op.last_seq != known or not _visible(op, who):
@@ -205,10 +208,7 @@ def status_response(op: Operation, known: int | None) -> Response:
             f"operation {op.id} was {'deleted' if op.deleted else 'expired'}",
             operation=gone_summary(op),
         )
-    headers = {"ETag": etag(op), "Cache-Control": "no-cache"}
-    pause = retry_after(op, m.now_ms())
-    if pause is not None:
-        headers["Retry-After"] = str(pause)
+    headers = status_headers(op)
     if known is not None and known == op.last_seq:
         return Response(status_code=304, headers=headers)
     if op.status == SUCCEEDED and op.has_result:
@@ -217,7 +217,16 @@ def status_response(op: Operation, known: int | None) -> Response:
     return json_response(operation_document(op), 200, headers)
 
 
-def _seq_of_etag(header: str | None) -> int | None:
+def status_headers(op: Operation) -> dict[str, str]:
+    """The headers of every status answer, ``304`` included."""
+    headers = {"ETag": etag(op), "Cache-Control": "no-cache"}
+    pause = retry_after(op, m.now_ms())
+    if pause is not None:
+        headers["Retry-After"] = str(pause)
+    return headers
+
+
+def seq_of_etag(header: str | None) -> int | None:
     """The seq in an ``If-None-Match: "17"`` (weak or strong); ``None`` if absent or foreign."""
     if not header:
         return None

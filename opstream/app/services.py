@@ -46,12 +46,19 @@ def caller(request: Request, *, stream_token_ok: bool = False) -> Caller:
     """Who the request acts for: a bearer token's tenant, or (on stream and replay routes)
     a stream token's scope; everyone is the one open tenant when no token is configured."""
     svc = services(request)
-    if svc.tenants.open:
-        return OPEN_CALLER
-    token = bearer_token(request.headers.get("authorization"))
-    if token is not None:
-        return Caller(svc.tenants.authenticate(token))
+    found = bearer_caller(svc, request.headers.get("authorization"))
+    if found is not None:
+        return found
     access_token = request.query_params.get("access_token")
     if stream_token_ok and access_token:
         return svc.stream_tokens.check(access_token)
     raise Unauthenticated("send Authorization: Bearer <token>")
+
+
+def bearer_caller(svc: Services, authorization: str | None) -> Caller | None:
+    """The caller an ``Authorization`` header names (everyone, when no token is
+    configured); ``None`` without one. Raises ``Unauthenticated`` for a bad one."""
+    if svc.tenants.open:
+        return OPEN_CALLER
+    token = bearer_token(authorization)
+    return None if token is None else Caller(svc.tenants.authenticate(token))

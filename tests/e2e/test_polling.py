@@ -90,6 +90,57 @@ def test_an_other_tenants_poll_is_not_answered_from_the_cache(tmp_path: Path) ->
         server.stop()
 
 
+def test_a_304_answered_before_routing_is_the_routes_own(server: ServerProcess) -> None:
+    """The NotModified middleware answers still-current polls; with a query the route does.
+    Both give the same answer, and everything else still reaches the route."""
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        operation_id = countdown(client, 2, 60_000)
+        etag = running(client, operation_id).headers["etag"]
+        poll(client, operation_id, etag)  # fills the projection cache
+        early = poll(client, operation_id, etag)
+        routed = client.get(f"/operations/{operation_id}?wait=0", headers={"If-None-Match": etag})
+        assert early.status_code == routed.status_code == 304
+        assert early.content == routed.content == b""
+        drop = {"date"}  # the second may tick between them
+        assert {k: v for k, v in early.headers.items() if k not in drop} == {
+            k: v for k, v in routed.headers.items() if k not in drop
+        }
+        head = client.head(f"/operations/{operation_id}", headers={"If-None-Match": etag})
+        assert head.status_code == 304 and head.headers["etag"] == etag
+        weak = client.get(f"/operations/{operation_id}", headers={"If-None-Match": f"W/{etag}"})
+        assert weak.status_code == 304
+        stale = client.get(f"/operations/{operation_id}", headers={"If-None-Match": '"1"'})
+        assert stale.status_code == 200 and stale.json()["id"] == operation_id
+        events = client.get(f"/operations/{operation_id}/events", headers={"If-None-Match": etag})
+        assert events.status_code == 200 and events.json()[0]["seq"] == 1
+        client.delete(f"/operations/{operation_id}")
+
+
+def test_a_conditional_poll_too_soon_is_refused_like_any_other(tmp_path: Path) -> None:
+    """The polling limit counts 304s too, and a bad token is a 401 even with a good ETag."""
+    tokens = "acme:acme-token-0123456789"
+    server = start_server(tmp_path, OPSTREAM_TOKENS=tokens, OPSTREAM_POLL_RATE="1")
+    try:
+        acme = {"Authorization": "Bearer acme-token-0123456789"}
+        with httpx.Client(base_url=server.url, timeout=10, headers=acme) as client:
+            operation_id = countdown(client, 2, 60_000)
+            etag = running(client, operation_id).headers["etag"]
+            statuses = [poll(client, operation_id, etag).status_code for _ in range(20)]
+            assert statuses[0] == 304 and 429 in statuses, statuses
+            refused = poll(client, operation_id, etag)
+            assert refused.status_code == 429
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert int(refused.headers["retry-after"]) >= 1
+            forged = client.get(
+                f"/operations/{operation_id}",
+                headers={"Authorization": "Bearer not-a-token-0123456789", "If-None-Match": etag},
+            )
+            assert forged.status_code == 401
+            client.delete(f"/operations/{operation_id}")
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def api_and_worker(tmp_path: Path) -> Iterator[ServerProcess]:
     """An API server without workers, and an ``opstream worker`` on the same SQLite file."""
