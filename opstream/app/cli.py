@@ -9,14 +9,16 @@ import ipaddress
 import logging
 import re
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from opstream import __version__
-from opstream.app.settings import HELP, LOOPBACK, Settings, flag_of, variable_of
+from opstream.app.settings import HELP, LOG_LEVELS, LOOPBACK, Settings, flag_of, variable_of
 
 log = logging.getLogger("opstream")
+STARTUP_FAILURE = 3  # uvicorn's exit status when the application did not start
 
 
 def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
@@ -60,7 +62,7 @@ def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
         for ttl in ("result", "history", "tombstone", "idempotency"):
             flag(f"{ttl}_ttl_seconds", float)
     flag("sqlite_synchronous", str, choices=["FULL", "NORMAL"])
-    flag("log_level", str, choices=["debug", "info", "warning", "error"])
+    flag("log_level", str, choices=list(LOG_LEVELS))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +171,7 @@ def run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -177,7 +179,25 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         access_log=settings.log_level == "debug",
     )
-    return 0
+    listener = config.bind_socket()  # exits with uvicorn's STARTUP_FAILURE if it can't
+    give_up_sending_after(listener, 2 * settings.heartbeat_seconds)
+    server = uvicorn.Server(config)
+    server.run(sockets=[listener])
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def give_up_sending_after(listener: socket.socket, seconds: float) -> None:
+    """Let the kernel drop a connection whose client has taken no data for ``seconds``.
+
+    A stream whose client stopped reading ends within two heartbeats (its keep-alive's send
+    deadline), but uvicorn then closes its connection gracefully, and a graceful close
+    waits for the client to take what is still buffered: one that keeps its receive window
+    shut would hold the socket (and megabytes of buffer) for good, no longer counted as a
+    stream. ``TCP_USER_TIMEOUT`` (Linux; accepted connections inherit it) aborts such a
+    connection, and one whose client vanished, instead. Elsewhere: nothing is set."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is not None and listener.family in (socket.AF_INET, socket.AF_INET6):
+        listener.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))
 
 
 def run_worker(args: argparse.Namespace) -> int:

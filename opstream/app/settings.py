@@ -147,7 +147,7 @@ HELP = {
     "webhook_backoff_max_seconds": "longest webhook retry delay",
     "webhook_connect_seconds": "webhook DNS and connect timeout",
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
-    "log_level": "debug, info, warning or error",
+    "log_level": "debug, info, warning, error or critical",
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
     "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
     "secret": "key that signs stream tokens; share it between servers behind one address",

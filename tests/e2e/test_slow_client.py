@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -52,3 +54,43 @@ def test_a_stream_whose_client_stopped_reading_is_closed(tmp_path: Path) -> None
         reader.close()
         server.stop()
     assert "Traceback" not in server.log()
+
+
+def _server_side(port: int, client_port: int) -> str:
+    """The server's end of the connection from ``client_port``, as ``ss`` lists it."""
+    listed = subprocess.run(
+        ["ss", "-Htn", "state", "all", f"( sport = :{port} and dport = :{client_port} )"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return listed.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to see sockets")
+def test_the_connection_of_a_client_that_stopped_reading_is_dropped_too(tmp_path: Path) -> None:
+    """Freeing the stream is not enough: a graceful close waits for the client to take what
+    is buffered, so a client keeping its window shut would hold the socket for good."""
+    server = start_server(tmp_path, OPSTREAM_HEARTBEAT_SECONDS=str(HEARTBEAT))
+    reader = socket.socket()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            operation_id = countdown(client, 10_000, 0)
+            wait_terminal(client, operation_id)
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect(("127.0.0.1", server.port))
+            client_port = reader.getsockname()[1]
+            reader.sendall(
+                f"GET /operations/{operation_id}/events/stream HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
+            )
+            assert reader.recv(64).startswith(b"HTTP/1.1 200")
+            assert _server_side(server.port, client_port), "the connection is open at first"
+            deadline = time.monotonic() + 10
+            while _server_side(server.port, client_port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _server_side(server.port, client_port), "the server still holds it"
+            assert _open_streams(client) == 0
+    finally:
+        reader.close()
+        server.stop()
