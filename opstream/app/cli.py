@@ -16,6 +16,7 @@ from typing import Any
 
 from opstream import __version__
 from opstream.app.settings import HELP, LOG_LEVELS, LOOPBACK, Settings, flag_of, variable_of
+from opstream.events.errors import OpstreamError
 
 log = logging.getLogger("opstream")
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application did not start
@@ -154,6 +155,10 @@ def run_serve(args: argparse.Namespace) -> int:
     except (ValueError, ImportError, OSError) as exc:
         print(f"opstream: {exc}", file=sys.stderr)
         return 2
+    problem = database_problem(settings)
+    if problem is not None:  # said here in one line: from the lifespan, with a traceback
+        print(problem, file=sys.stderr)
+        return 2
     open_access = not (settings.tokens or settings.tokens_file)
     if open_access and not _is_loopback(settings.host):
         if not settings.insecure:
@@ -253,31 +258,44 @@ def run_worker(args: argparse.Namespace) -> int:
     except (ValueError, ImportError) as exc:
         print(f"opstream: {exc}", file=sys.stderr)
         return 2
+    except OpstreamError as exc:
+        print(f"opstream: {redact_url(settings.database)}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    from opstream.app.application import open_store
-    from opstream.events.errors import OpstreamError
-
     settings = _settings(database=args.database)
-
-    async def main() -> str:
-        store = open_store(settings)
-        await store.open()
-        try:
-            version = getattr(store, "schema_version", None)
-            return "" if version is None else f" (schema version {await version()})"
-        finally:
-            await store.close()
-
     try:
-        done = asyncio.run(main())
+        done = asyncio.run(_open_once(settings))
     except (ValueError, ImportError, OpstreamError) as exc:
         print(f"opstream: {exc}", file=sys.stderr)
         return 1
     print(f"opstream: the database is up to date{done}", file=sys.stderr)
     return 0
+
+
+def database_problem(settings: Settings) -> str | None:
+    """Why the database cannot be opened (and brought up to date), as one line; ``None``
+    when it can."""
+    try:
+        asyncio.run(_open_once(settings))
+    except (ValueError, OpstreamError) as exc:
+        return f"opstream: {redact_url(settings.database)}: {exc}"
+    return None
+
+
+async def _open_once(settings: Settings) -> str:
+    """Open the store (which migrates it) and close it: its schema version, if it has one."""
+    from opstream.app.application import open_store
+
+    store = open_store(settings)
+    await store.open()
+    try:
+        version = getattr(store, "schema_version", None)
+        return "" if version is None else f" (schema version {await version()})"
+    finally:
+        await store.close()
 
 
 def redact_url(url: str) -> str:

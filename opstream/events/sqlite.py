@@ -328,7 +328,11 @@ class SQLiteStore:
         if self._writer is not None:
             return
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"SQLite: cannot create {folder}: {exc.strerror}") from exc
         executor = ThreadPoolExecutor(1, thread_name_prefix="opstream-sqlite-writer")
         loop = asyncio.get_running_loop()
         try:

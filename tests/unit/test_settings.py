@@ -60,3 +60,26 @@ def test_the_command_exits_2_with_one_line_not_a_traceback() -> None:
     assert done.stderr.strip() == (
         "opstream: error: --heartbeat-seconds (OPSTREAM_HEARTBEAT_SECONDS) must be above 0, not -1"
     )
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "migrate"])
+@pytest.mark.parametrize(
+    ("database", "reason"),
+    [
+        ("sqlite:////proc/opstream-none/x.db", "SQLite: cannot create /proc/opstream-none"),
+        ("postgresql://someone:secret@127.0.0.1:1/none", "PostgreSQL: "),
+    ],
+)
+def test_a_database_that_cannot_be_opened_is_one_line_not_a_traceback(
+    command: str, database: str, reason: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "opstream.app.cli", command, "--database", database],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("opstream: ") and reason in last, done.stderr
+    assert "Traceback" not in done.stderr and "secret" not in done.stderr
