@@ -196,6 +196,7 @@ async def _frames(
                 yield b"".join(frames[:-1])
                 del frames[:-1]
             yield b"".join(frames)
+            del frames  # nor its frames: idle, the stream waits with nothing of its own
 
 
 KEEP_ALIVE = ServerSentEvent(comment="keep-alive")
