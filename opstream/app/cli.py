@@ -9,7 +9,6 @@ import ipaddress
 import logging
 import re
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -147,6 +146,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from opstream.app.application import create_app
+    from opstream.app.serving import Server
 
     settings = settings_from(args)
     _configure_logging(settings.log_level)
@@ -184,25 +184,9 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         access_log=settings.log_level == "debug",
     )
-    listener = config.bind_socket()  # exits with uvicorn's STARTUP_FAILURE if it can't
-    give_up_sending_after(listener, 2 * settings.heartbeat_seconds)
-    server = uvicorn.Server(config)
-    server.run(sockets=[listener])
+    server = Server(config, send_timeout=2 * settings.heartbeat_seconds)
+    server.run()
     return 0 if server.started else STARTUP_FAILURE
-
-
-def give_up_sending_after(listener: socket.socket, seconds: float) -> None:
-    """Let the kernel drop a connection whose client has taken no data for ``seconds``.
-
-    A stream whose client stopped reading ends within two heartbeats (its keep-alive's send
-    deadline), but uvicorn then closes its connection gracefully, and a graceful close
-    waits for the client to take what is still buffered: one that keeps its receive window
-    shut would hold the socket (and megabytes of buffer) for good, no longer counted as a
-    stream. ``TCP_USER_TIMEOUT`` (Linux; accepted connections inherit it) aborts such a
-    connection, and one whose client vanished, instead. Elsewhere: nothing is set."""
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
-    if option is not None and listener.family in (socket.AF_INET, socket.AF_INET6):
-        listener.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))
 
 
 def run_worker(args: argparse.Namespace) -> int:
