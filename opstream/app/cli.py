@@ -155,10 +155,6 @@ def run_serve(args: argparse.Namespace) -> int:
     except (ValueError, ImportError, OSError) as exc:
         print(f"opstream: {exc}", file=sys.stderr)
         return 2
-    problem = database_problem(settings)
-    if problem is not None:  # said here in one line: from the lifespan, with a traceback
-        print(problem, file=sys.stderr)
-        return 2
     open_access = not (settings.tokens or settings.tokens_file)
     if open_access and not _is_loopback(settings.host):
         if not settings.insecure:
@@ -170,6 +166,10 @@ def run_serve(args: argparse.Namespace) -> int:
             )
             return 2
         log.warning("serving %s with no authentication (--insecure)", settings.host)
+    problem = database_problem(settings)
+    if problem is not None:  # said here in one line: from the lifespan, with a traceback
+        print(problem, file=sys.stderr)
+        return 2
     print(
         f"opstream {__version__}: http://{settings.host}:{settings.port}/ "
         f"(database {redact_url(settings.database)})",
