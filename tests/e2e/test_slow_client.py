@@ -27,22 +27,27 @@ def _open_streams(client: httpx.Client) -> int:
     return int(float(match.group(1)))
 
 
+def _stall(client: httpx.Client, reader: socket.socket, port: int) -> str:
+    """Open the stream of a history far bigger than the socket buffers between the server
+    and ``reader``, which asks for a tiny receive window and then reads nothing."""
+    operation_id = countdown(client, 10_000, 0)
+    wait_terminal(client, operation_id)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", port))
+    reader.sendall(
+        f"GET /operations/{operation_id}/events/stream HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
+    )
+    assert reader.recv(64).startswith(b"HTTP/1.1 200")
+    return operation_id
+
+
 def test_a_stream_whose_client_stopped_reading_is_closed(tmp_path: Path) -> None:
     server = start_server(tmp_path, OPSTREAM_HEARTBEAT_SECONDS=str(HEARTBEAT))
     reader = socket.socket()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            # A history far bigger than the socket buffers between the server and a client
-            # that asked for a tiny receive window and then reads nothing.
-            operation_id = countdown(client, 10_000, 0)
-            wait_terminal(client, operation_id)
-            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            reader.connect(("127.0.0.1", server.port))
-            reader.sendall(
-                f"GET /operations/{operation_id}/events/stream HTTP/1.1\r\n"
-                f"Host: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-            )
-            assert reader.recv(64).startswith(b"HTTP/1.1 200")
+            operation_id = _stall(client, reader, server.port)
             deadline = time.monotonic() + 10
             while _open_streams(client) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -75,16 +80,8 @@ def test_the_connection_of_a_client_that_stopped_reading_is_dropped_too(tmp_path
     reader = socket.socket()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            operation_id = countdown(client, 10_000, 0)
-            wait_terminal(client, operation_id)
-            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            reader.connect(("127.0.0.1", server.port))
+            _stall(client, reader, server.port)
             client_port = reader.getsockname()[1]
-            reader.sendall(
-                f"GET /operations/{operation_id}/events/stream HTTP/1.1\r\n"
-                f"Host: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-            )
-            assert reader.recv(64).startswith(b"HTTP/1.1 200")
             assert _server_side(server.port, client_port), "the connection is open at first"
             deadline = time.monotonic() + 10
             while _server_side(server.port, client_port) and time.monotonic() < deadline:
