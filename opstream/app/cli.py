@@ -18,7 +18,6 @@ from opstream.app.settings import HELP, LOG_LEVELS, LOOPBACK, Settings, flag_of,
 from opstream.events.errors import OpstreamError
 
 log = logging.getLogger("opstream")
-STARTUP_FAILURE = 3  # uvicorn's exit status when the application did not start
 
 
 def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
@@ -144,6 +143,7 @@ def _configure_logging(level: str) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from opstream.app.application import create_app
     from opstream.app.serving import Server
