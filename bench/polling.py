@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -48,7 +49,8 @@ def _client(conn: Any, url: str, headers: dict[str, str], seconds: float) -> flo
     here), and would measure itself, not the server."""
     import uvloop
 
-    host, port, path = _split(url)
+    parts = urlsplit(url)
+    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}"]
     request = (
         "\r\n".join([*lines, *(f"{k}: {v}" for k, v in headers.items())]) + "\r\n\r\n"
@@ -78,13 +80,6 @@ def _client(conn: Any, url: str, headers: dict[str, str], seconds: float) -> flo
         return sum(counts) / (time.perf_counter() - start)
 
     return uvloop.run(main())
-
-
-def _split(url: str) -> tuple[str, int, str]:
-    rest = url.split("://", 1)[1]
-    authority, _, path = rest.partition("/")
-    host, port = authority.rsplit(":", 1)
-    return host, int(port), "/" + path
 
 
 def _load(url: str, headers: dict[str, str], seconds: float) -> float:
