@@ -33,12 +33,26 @@ AFTER_TERMINAL_TYPES = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Progress:
     percent: float = 0.0
     stage: str | None = None
     message: str = ""
     estimated_time_remaining: float | None = None
+
+    def __init__(
+        self,
+        percent: float = 0.0,
+        stage: str | None = None,
+        message: str = "",
+        estimated_time_remaining: float | None = None,
+    ) -> None:
+        # Most events build a new Progress: filled directly, as Event is (see its __init__).
+        values = self.__dict__
+        values["percent"] = percent
+        values["stage"] = stage
+        values["message"] = message
+        values["estimated_time_remaining"] = estimated_time_remaining
 
 
 @dataclass(frozen=True)
@@ -117,10 +131,10 @@ def _evolve(state: Operation, changes: Changes) -> Operation:
     copy the fold's main cost (7 µs against 0.7). Operation has no ``__post_init__`` and
     keeps nothing but its fields in its ``__dict__`` (no cached properties: a copy would
     carry them over stale), so copying that dict is all that ``replace`` does."""
-    new = object.__new__(Operation)
-    values = new.__dict__
-    values.update(state.__dict__)
+    values = state.__dict__.copy()
     values.update(changes)
+    new = object.__new__(Operation)
+    object.__setattr__(new, "__dict__", values)
     return new
 
 

@@ -70,7 +70,7 @@ class NewEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Event:
     """A durable event: numbered within its operation (``seq``) and across the store
     (``position``)."""
@@ -86,6 +86,32 @@ class Event:
     # The operation's owner. Stored and used for scoping, never shown: each tenant sees only
     # its own events.
     tenant: str = ""
+
+    def __init__(
+        self,
+        operation_id: str,
+        seq: int,
+        position: int,
+        type: str,
+        message: str,
+        happened_at: int,
+        details: dict[str, Any],
+        kind: str = "",
+        tenant: str = "",
+    ) -> None:
+        # Every event appended or replayed is built here. The __init__ a frozen dataclass
+        # generates pays an object.__setattr__ per field (1.1 µs an event); filling the
+        # instance's __dict__ directly costs 0.35 and is what that __init__ amounts to.
+        values = self.__dict__
+        values["operation_id"] = operation_id
+        values["seq"] = seq
+        values["position"] = position
+        values["type"] = type
+        values["message"] = message
+        values["happened_at"] = happened_at
+        values["details"] = details
+        values["kind"] = kind
+        values["tenant"] = tenant
 
     @property
     def id(self) -> str:

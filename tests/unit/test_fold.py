@@ -16,6 +16,7 @@ from opstream.events.fold import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    Progress,
     apply,
     estimate_remaining,
     fold,
@@ -222,3 +223,23 @@ def test_each_fold_step_is_a_fresh_copy_holding_only_the_fields() -> None:
     assert after == dataclasses.replace(
         before, last_seq=3, updated_at=events[2].happened_at, progress=after.progress
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        m.Event(OP, 3, 7, "Tick", "tick", 1_000, {"i": 1}, "kind", "tenant"),
+        Progress(12.5, "upload", "halfway", 30.0),
+    ],
+    ids=["Event", "Progress"],
+)
+def test_hand_written_constructors_keep_frozen_dataclass_behaviour(value: Any) -> None:
+    """Event and Progress fill their ``__dict__`` in ``__init__`` for speed; they must stay
+    what the generated constructor made: immutable, compared and copied field by field."""
+    fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    assert set(vars(value)) == set(fields)
+    assert value == type(value)(**fields)
+    assert dataclasses.replace(value) == value and dataclasses.replace(value) is not value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.message = "changed"
+    assert type(value)(*fields.values()) == value
