@@ -197,6 +197,24 @@ def spawn(func: Callable[..., Any], *args: Any) -> Remote:
     return Remote(process, parent)
 
 
+STALL = 0.02  # a 2 ms sleep that ends this much later: the machine stalled, not one process
+
+
+def stall_probe(conn: Any) -> list[tuple[float, float]]:
+    """Run under ``spawn`` until sent anything: sleep 2 ms at a time and note each wake-up
+    that came more than ``STALL`` late, as (``time.monotonic()`` when it slept, seconds
+    late). It shares nothing with what is measured, so a stall it sees beside a latency
+    spike stalled the whole machine (on a VM: the host taking its CPUs away), not opstream."""
+    stalls = []
+    while not conn.poll(0):
+        slept_at = time.monotonic()
+        time.sleep(0.002)
+        late = time.monotonic() - slept_at - 0.002
+        if late > STALL:
+            stalls.append((slept_at, late))
+    return stalls
+
+
 def remote_result(remote: Remote, timeout: float = 300.0) -> Any:
     """Wait for the ``{"result": ...}`` message, skipping progress messages."""
     deadline = time.monotonic() + timeout

@@ -32,7 +32,9 @@ from bench.common import (
     new_dir,
     opstream_server,
     percentile,
+    remote_result,
     spawn,
+    stall_probe,
 )
 
 PAD = 64
@@ -60,6 +62,7 @@ def measure(
         else:
             producer, server = stack.enter_context(setup(work))
         load = {**plan, "base": server.url, "producer": producer.url, "target": target}
+        probe = spawn(stall_probe)
         remote = spawn(sse_load.fanout, load)
         marks = []
         while True:
@@ -70,14 +73,19 @@ def measure(
             result: dict[str, object] = message["result"]
             break
         remote.join()
+        probe.send("stop")
+        stalls = remote_result(probe)
     first, last = marks
     wall = last.wall - first.wall
+    late = [seconds for at, seconds in stalls if first.wall <= at <= last.wall]
     result.update(
         wall=wall,
         server_cpu=last.server_cpu - first.server_cpu,
         producer_cpu=last.producer_cpu - first.producer_cpu,
         load_cpu=last.load_cpu - first.load_cpu,
         appended_per_s=(last.head - first.head) / wall,
+        machine_stalls=len(late),
+        machine_stall_max=max(late, default=0.0),
     )
     return result
 
@@ -163,6 +171,8 @@ def _latency_at(
             row[f"{label}_p99"] = percentile(lat, 99)
             row[f"{label}_rate"] = float(got["events_per_s"]) / n  # type: ignore[arg-type]
             row[f"{label}_samples"] = len(lat)
+            row[f"{label}_stalls"] = float(got["machine_stalls"])  # type: ignore[arg-type]
+            row[f"{label}_stall_max"] = float(got["machine_stall_max"])  # type: ignore[arg-type]
         runs.append(row)
         report.say(f"  {rate:g}/s run {r + 1}: {_latencies(row, [*setups, 'bare'])}")
     return runs
@@ -171,9 +181,19 @@ def _latency_at(
 def _latencies(row: dict[str, float], labels: list[str]) -> str:
     return " | ".join(
         f"{label} p50 {row[f'{label}_p50']:.2f} ms, p99 {row[f'{label}_p99']:.2f} ms "
-        f"({fmt(row[f'{label}_rate'])} ev/s delivered per subscriber)"
+        f"({fmt(row[f'{label}_rate'])} ev/s delivered per subscriber{_stalls(row, label)})"
         for label in labels
     )
+
+
+def _stalls(row: dict[str, float], label: str) -> str:
+    """The machine's stalls in the window, which every process there waited out (see
+    ``stall_probe``): a p99 beside them measures the host as much as what ran on it."""
+    count = row.get(f"{label}_stalls", 0)
+    if not count:
+        return ""
+    longest = 1000 * row[f"{label}_stall_max"]
+    return f"; the machine stalled {count:g} times, longest {longest:.0f} ms"
 
 
 def run_latency(quick: bool = False, repeat: int | None = None) -> Report:
