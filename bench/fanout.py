@@ -77,7 +77,8 @@ def measure(
         stalls = remote_result(probe)
     first, last = marks
     wall = last.wall - first.wall
-    late = [seconds for at, seconds in stalls if first.wall <= at <= last.wall]
+    opened, closed = result["window"]  # type: ignore[misc]
+    late = [seconds for at, seconds in stalls if at + seconds >= opened and at <= closed]
     result.update(
         wall=wall,
         server_cpu=last.server_cpu - first.server_cpu,

@@ -210,8 +210,7 @@ class Hub:
             seen = await self.store.head() if after is None else after
             while True:
                 try:
-                    await self.store.wait_for_change(seen, poll)
-                    head = await self.store.head()
+                    head = await self.store.wait_for_change(seen, poll)
                     if head > seen:
                         await self._catch_up(seen, head)
                         seen = head

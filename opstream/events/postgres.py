@@ -190,6 +190,7 @@ MAX_IN_FLIGHT = 2
 MIN_HALF = 32
 # How often a waiter re-reads the head even without a notification (a lost one only delays).
 FALLBACK_POLL = 2.0
+HEAD_SQL = "SELECT position FROM opstream_head"
 LISTEN_RETRY_MAX = 5.0
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 # Errors after which the connection is gone (or in a state nobody can tell): a statement or
@@ -259,6 +260,9 @@ class PostgresStore:
         self._listen_task: asyncio.Task[None] | None = None
         self._channel = "opstream"
         self._changed = asyncio.Event()
+        # The highest head a NOTIFY carried, or a read of the head since LISTEN began showed:
+        # every appending transaction notifies with the head it leaves, in commit order.
+        self._notified = 0
         self._queue: asyncio.Queue[Append | Task | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
@@ -299,10 +303,16 @@ class PostgresStore:
                 async with pool.acquire() as conn:
                     schema = await self._migrate(conn)
                 self._channel = f"opstream:{schema}"[:63]
-                self._listen_conn = await self._listen()
+                listen_conn = await self._listen()
+                try:  # read once listening: nothing committed since can go unnoticed
+                    self._notified = await pool.fetchval(HEAD_SQL)
+                except BaseException:
+                    await listen_conn.close()
+                    raise
             except BaseException:
                 await pool.close()
                 raise
+        self._listen_conn = listen_conn
         self._pool = pool
         self._changed = asyncio.Event()
         self._listen_task = asyncio.create_task(self._listen_forever(), name="opstream-pg-listen")
@@ -385,7 +395,9 @@ class PostgresStore:
             raise
         return conn
 
-    def _on_notify(self, *_: object) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):  # every append sends its head; others wake only
+            self._notified = max(self._notified, int(payload))
         self._wake()
 
     def _wake(self) -> None:
@@ -407,26 +419,31 @@ class PostgresStore:
                     delay = min(delay * 2, LISTEN_RETRY_MAX)
                     continue
                 delay = 0.1
+                await self._reread_head()
                 self._wake()
             await _until_closed(conn)
             log.warning("LISTEN connection lost; reconnecting")
             conn = None
 
-    async def wait_for_change(self, head: int, max_wait: float) -> None:
+    async def _reread_head(self) -> None:
+        """What NOTIFY would have said while nobody listened (the LISTEN connection was
+        being replaced, or a notification was lost): the head, read."""
+        with contextlib.suppress(OpstreamError):  # then the fallback poll reads it later
+            self._notified = max(self._notified, await self.head())
+
+    async def wait_for_change(self, head: int, max_wait: float) -> int:
+        # No read on the way: the head NOTIFY carried is the head (see ``_notified``).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
-        while True:
-            changed = self._changed
-            if await self.head() > head:
-                return
+        while self._notified <= head:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return
+                break
             try:
-                await asyncio.wait_for(changed.wait(), min(remaining, FALLBACK_POLL))
+                await asyncio.wait_for(self._changed.wait(), min(remaining, FALLBACK_POLL))
             except TimeoutError:
-                continue
-            return
+                await self._reread_head()  # a lost notification only delays
+        return max(head, self._notified)
 
     # writes
 
@@ -1188,7 +1205,7 @@ class PostgresStore:
 
     async def head(self) -> int:
         with _translate_errors():
-            position = await self._pool_or_raise().fetchval("SELECT position FROM opstream_head")
+            position = await self._pool_or_raise().fetchval(HEAD_SQL)
         return int(position)
 
     async def history_start(self, operation_id: str) -> HistoryStart:

@@ -1049,14 +1049,15 @@ class SQLiteStore:
             row = await _one(self._read_conn(), "SELECT compacted_through FROM meta", ())
         return int(row[0]) if row else 0
 
-    async def wait_for_change(self, head: int, max_wait: float) -> None:
+    async def wait_for_change(self, head: int, max_wait: float) -> int:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
-        while await self.head() <= head:
+        while (current := await self.head()) <= head:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return
+                break
             await asyncio.sleep(min(WATCH_INTERVAL, remaining))
+        return current
 
     async def get_result(self, operation_id: str) -> StoredResult | None:
         with _translate_errors():

@@ -175,9 +175,10 @@ class EventStore(Protocol):
     async def head(self) -> int:
         """The position below which every event is committed and readable."""
 
-    async def wait_for_change(self, head: int, max_wait: float) -> None:
-        """Return once the store's head may have moved past ``head`` (by any process), or
-        after ``max_wait`` seconds. Spurious returns are allowed; missed ones are not."""
+    async def wait_for_change(self, head: int, max_wait: float) -> int:
+        """Once the store's head has moved past ``head`` (by any process), or after
+        ``max_wait`` seconds, the head as the store last saw it: every event up to it is
+        committed and readable. A move may be reported late, never missed."""
 
     async def get_result(self, operation_id: str) -> StoredResult | None:
         """The stored output, or ``None`` when there is none (not finished, or deleted)."""

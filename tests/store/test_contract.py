@@ -265,8 +265,8 @@ async def test_other_writers_on_the_same_database_are_noticed(
     waiting = asyncio.create_task(store.wait_for_change(head, 10))
     await asyncio.sleep(0.05)
     await other.create("op_elsewhere", KIND, {})
-    await asyncio.wait_for(waiting, 5)
-    assert await store.head() > head
+    seen = await asyncio.wait_for(waiting, 5)
+    assert seen > head and seen == await store.head() == await other.head()
     assert (await store.get("op_elsewhere")).status == QUEUED
 
 

@@ -164,10 +164,10 @@ async def test_the_watch_survives_a_failing_store_read(
         real_wait = store.wait_for_change
         failures = [StoreError("database is locked")]
 
-        async def flaky_wait(head: int, max_wait: float) -> None:
+        async def flaky_wait(head: int, max_wait: float) -> int:
             if failures:
                 raise failures.pop()
-            await real_wait(head, max_wait)
+            return await real_wait(head, max_wait)
 
         monkeypatch.setattr(store, "wait_for_change", flaky_wait)
         with hub.subscribe() as live:
