@@ -439,10 +439,10 @@ class PostgresStore:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, FALLBACK_POLL))
-            except TimeoutError:
-                await self._reread_head()  # a lost notification only delays
+            if self._notified <= head:  # timed out (a notification lost only delays), or
+                await self._reread_head()  # woken by one that carried no newer head
         return max(head, self._notified)
 
     # writes

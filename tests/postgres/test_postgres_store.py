@@ -62,6 +62,47 @@ async def test_search_path_in_the_url_selects_the_schema(pg_schema: str) -> None
         assert (await store.get("op_1")).status == "queued"
 
 
+async def test_notify_carries_the_head_and_a_bare_one_makes_it_read(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append's NOTIFY says where the head is: waiting for it reads nothing. A
+    notification without a head (sent by anyone on the channel) has the head read."""
+    async with (
+        PostgresStore(postgres_url(), schema=pg_schema) as watcher,
+        PostgresStore(postgres_url(), schema=pg_schema) as writer,
+    ):
+        reads = 0
+        read_head = watcher.head
+
+        async def counted_head() -> int:
+            nonlocal reads
+            reads += 1
+            return await read_head()
+
+        monkeypatch.setattr(watcher, "head", counted_head)
+        head = await writer.head()
+        waiting = asyncio.create_task(watcher.wait_for_change(head, 10))
+        await asyncio.sleep(0.05)
+        await writer.create("op_1", KIND, {})
+        assert await asyncio.wait_for(waiting, 5) == await writer.head() > head
+        assert reads == 0
+
+        head = await writer.head()
+        waiting = asyncio.create_task(watcher.wait_for_change(head, 10))
+        await asyncio.sleep(0.05)
+        conn = await asyncpg.connect(postgres_url())
+        try:  # a commit that notifies without a head, as if by hand
+            await conn.execute(
+                f'UPDATE "{pg_schema}".opstream_head SET position = position + 1; '
+                f"NOTIFY \"opstream:{pg_schema}\", 'hello'"
+            )
+        finally:
+            await conn.close()
+        # Well before the fallback poll (2 s) would have read it.
+        assert await asyncio.wait_for(waiting, 1) == head + 1
+        assert reads == 1
+
+
 async def test_the_listen_connection_comes_back(pg_schema: str) -> None:
     """A dropped LISTEN connection is re-opened, and waiters are woken by NOTIFY again
     (not only by the slow fallback poll)."""
