@@ -63,6 +63,7 @@ def measure(
             producer, server = stack.enter_context(setup(work))
         load = {**plan, "base": server.url, "producer": producer.url, "target": target}
         probe = spawn(stall_probe)
+        stack.callback(probe.process.kill)  # if the run failed before telling it to stop
         remote = spawn(sse_load.fanout, load)
         marks = []
         while True:
