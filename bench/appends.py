@@ -25,11 +25,11 @@ from pathlib import Path
 import orjson
 
 from bench.common import Report, fmt, median, new_dir
-from opstream.app.context import Context
+from opstream.app.runtime.context import Context
 from opstream.events import model as m
 from opstream.events.codec import dump_operation
 from opstream.events.fold import Operation
-from opstream.events.sqlite import EVENT_COLUMNS, HEAD_SQL, INDEX_EVERY, SCHEMA, SQLiteStore
+from opstream.events.sqlite.store import EVENT_COLUMNS, HEAD_SQL, INDEX_EVERY, SCHEMA, SQLiteStore
 from opstream.events.store import Lease
 
 OPERATIONS = 64

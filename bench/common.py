@@ -123,7 +123,7 @@ def opstream_server(
 ) -> Server:
     port = free_port()
     argv = [
-        sys.executable, "-m", "opstream.app.cli", "serve", "--host", HOST, "--port", str(port),
+        sys.executable, "-m", "opstream.app.cli.main", "serve", "--host", HOST, "--port", str(port),
         "--database", f"sqlite:///{db}", "--handlers", "bench.handlers",
         "--concurrency", str(concurrency), "--heartbeat-seconds", str(heartbeat),
         "--sqlite-synchronous", synchronous, "--log-level", "warning",

@@ -12,8 +12,8 @@ import asyncio
 import time
 from typing import Any
 
-from opstream.app.context import Context
-from opstream.app.kinds import kind
+from opstream.app.runtime.context import Context
+from opstream.app.runtime.kinds import kind
 
 TICKER_SCHEMA: dict[str, Any] = {
     "type": "object",

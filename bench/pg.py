@@ -264,7 +264,7 @@ def pg_server(name: str, dsn: str, work: Path, *, concurrency: int) -> Server:
     port = free_port()
     handlers = ["--handlers", "bench.handlers"] if concurrency else []
     argv = [
-        sys.executable, "-m", "opstream.app.cli", "serve", "--host", HOST, "--port", str(port),
+        sys.executable, "-m", "opstream.app.cli.main", "serve", "--host", HOST, "--port", str(port),
         "--database", dsn, *handlers, "--concurrency", str(concurrency),
         "--log-level", "warning",
     ]  # fmt: skip

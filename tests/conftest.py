@@ -49,7 +49,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "opstream.app.cli",
+            "opstream.app.cli.main",
             "serve",
             "--host",
             "127.0.0.1",
@@ -114,7 +114,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.env}
         command = [
-            sys.executable, "-m", "opstream.app.cli", "worker",
+            sys.executable, "-m", "opstream.app.cli.main", "worker",
             "--database", self.database_url, "--log-level", "info",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from opstream.events.fanout import Hub
+from opstream.events.hub import Hub
 from opstream.events.merge import merge_by_position, merge_by_seq
 from opstream.events.model import Event
 from opstream.events.store import EventStore

@@ -25,7 +25,10 @@ CANCELLED = "cancelled"
 
 STATUSES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-ACTIVE_STATUSES = frozenset({RUNNING, CANCELLING})
+# Not yet at an end: what counts against a tenant's operations in flight.
+UNFINISHED_STATUSES = (QUEUED, RUNNING, CANCELLING)
+# A worker holds a lease: the only statuses in which it may append.
+LEASED_STATUSES = frozenset({RUNNING, CANCELLING})
 
 # Events that may still follow a terminal event: they concern the output, not the work.
 AFTER_TERMINAL_TYPES = frozenset(

@@ -142,17 +142,3 @@ class Event:
             cached = bytes(memoryview(orjson.dumps(self.to_dict())))
             object.__setattr__(self, "_json", cached)
         return cached
-
-    def sse_frame(self, cursor: str) -> bytes:
-        """The SSE frame of this event, with ``id:`` set to its ``seq`` or its ``position``."""
-        key = "_frame_" + cursor
-        cached: bytes | None = self.__dict__.get(key)
-        if cached is None:
-            ident = self.seq if cursor == "seq" else self.position
-            cached = b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                ident,
-                self.type.encode(),
-                self.json(),
-            )
-            object.__setattr__(self, key, cached)
-        return cached

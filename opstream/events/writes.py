@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opstream.events import model as m
-from opstream.events.appending import (
+from opstream.events.append_rules import (
     Current,
     KeyBook,
     lease_after,

@@ -81,7 +81,7 @@ class Run:
 
 
 def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "opstream.app.cli", *args]
+    return [sys.executable, "-m", "opstream.app.cli.main", *args]
 
 
 def cli_env(url: str, **extra: str) -> dict[str, str]:

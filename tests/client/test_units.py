@@ -16,7 +16,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from opstream.app.cli_client import (
+from opstream.app.cli.client_commands import (
     LiveView,
     UsageError,
     WatchState,
@@ -40,9 +40,10 @@ from opstream.app.client import (
     ServerUnavailable,
     UnknownKind,
 )
-from opstream.app.client.catchup import SeqBuffer, parse_retry_after
 from opstream.app.client.errors import ResultNotReady, problem_class, problem_from_response
 from opstream.app.client.models import event_from_json, event_to_json_line
+from opstream.app.client.recipe import SeqBuffer, parse_retry_after
+from opstream.app.http.sse import event_frame
 from opstream.events.model import Event
 
 OP = "op_01TEST"
@@ -243,7 +244,7 @@ def test_add_client_commands_registers_every_command() -> None:
 
 
 def frame(e: Event) -> bytes:
-    return e.sse_frame("seq")
+    return event_frame(e, "seq")
 
 
 class HostileServer:

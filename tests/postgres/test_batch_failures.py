@@ -12,7 +12,7 @@ import pytest
 
 from opstream.events import model as m
 from opstream.events.errors import StoreError
-from opstream.events.postgres import UNKNOWN_OUTCOME, PostgresStore
+from opstream.events.postgres.store import UNKNOWN_OUTCOME, PostgresStore
 from opstream.events.store import Appended
 from opstream.events.writes import creation, outcome_of
 from tests.postgres.test_batch_writes import KIND, note, two_stores

@@ -1,5 +1,5 @@
 """The PostgreSQL writer plans a batch from what it remembers and writes it in one statement
-that checks that memory under the rows' locks (``opstream.events.pgbatch``). Its memory goes
+that checks that memory under the rows' locks (``opstream.events.postgres.batch``). Its memory goes
 stale whenever anyone else writes an operation — another process, a lease renewal, the
 webhook claimer — and these tests make it stale on purpose: every outcome must still be the
 one planning under the locks would give."""

@@ -18,7 +18,7 @@ import pytest
 
 from opstream.events import model as m
 from opstream.events.catchup import follow_all
-from opstream.events.fanout import Hub
+from opstream.events.hub import Hub
 from opstream.events.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres

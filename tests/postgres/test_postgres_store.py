@@ -12,7 +12,7 @@ import pytest
 
 from opstream.events import model as m
 from opstream.events.errors import StoreError
-from opstream.events.postgres import MIGRATIONS, PostgresStore
+from opstream.events.postgres.store import MIGRATIONS, PostgresStore
 from opstream.events.store import Retention
 from tests.store.backends import postgres_url
 
@@ -147,7 +147,7 @@ async def test_json_is_kept_as_written(pg_schema: str) -> None:
 
 def test_the_migrate_command(pg_url_sync: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "opstream.app.cli", "migrate", "--database", pg_url_sync],
+        [sys.executable, "-m", "opstream.app.cli.main", "migrate", "--database", pg_url_sync],
         capture_output=True,
         text=True,
         timeout=30,

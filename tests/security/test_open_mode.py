@@ -11,7 +11,7 @@ import pytest
 
 def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "opstream.app.cli", "serve", "--database",
+        [sys.executable, "-m", "opstream.app.cli.main", "serve", "--database",
          f"sqlite:///{tmp_path / 'x.db'}", "--port", "0", *args],
         capture_output=True, text=True, timeout=30, check=False,
         env={"PATH": "/usr/bin:/bin"},

@@ -11,9 +11,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from opstream.app.demo import register_demo_kinds
-from opstream.app.kinds import Registry
-from opstream.app.openapi import openapi_document
+from opstream.app.http.openapi import openapi_document
+from opstream.app.runtime.demo import register_demo_kinds
+from opstream.app.runtime.kinds import Registry
 from tests.conftest import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e

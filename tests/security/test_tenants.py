@@ -151,7 +151,8 @@ def test_a_feed_stream_token_reads_the_tenants_feed(
 
 
 def test_stream_tokens_expire(tmp_path: Path) -> None:
-    from opstream.app.auth import StreamTokens, Unauthenticated
+    from opstream.app.http.auth import StreamTokens
+    from opstream.app.runtime.tenants import Unauthenticated
 
     tokens = StreamTokens(b"k" * 32, ttl=-1)
     token, _ = tokens.issue("acme", "op_1")

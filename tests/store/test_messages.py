@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from opstream.app.context import Context
+from opstream.app.runtime.context import Context
 from opstream.events import model as m
 from opstream.events.errors import StoreError
 from opstream.events.store import Appended, EventStore, Lease

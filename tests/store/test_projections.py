@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from opstream.events import model as m
-from opstream.events import projections
-from opstream.events.fanout import Hub
+from opstream.events import projection_cache as projections
 from opstream.events.fold import Operation
-from opstream.events.projections import ProjectionCache
+from opstream.events.hub import Hub
+from opstream.events.projection_cache import ProjectionCache
 from opstream.events.store import EventStore
 
 from .conftest import StoreFactory

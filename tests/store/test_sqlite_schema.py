@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from opstream.events import model as m
-from opstream.events import sqlite
 from opstream.events.errors import StoreError
-from opstream.events.sqlite import MIGRATIONS, SCHEMA, SQLiteStore
+from opstream.events.sqlite import store as sqlite
+from opstream.events.sqlite.store import MIGRATIONS, SCHEMA, SQLiteStore
 from opstream.events.store import Idempotency, Retention
 
 KIND = "demo.countdown"

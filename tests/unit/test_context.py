@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from opstream.app import context as context_module
-from opstream.app.context import Context
+from opstream.app.runtime import context as context_module
+from opstream.app.runtime.context import Context
 from opstream.events import model as m
 from opstream.events.errors import LeaseLost
 from opstream.events.fold import SUCCEEDED

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from opstream.events import fanout
+from opstream.events import hub as fanout
 from opstream.events.errors import StoreError
-from opstream.events.fanout import WAKE_SLICE, Hub, Subscription
+from opstream.events.hub import WAKE_SLICE, Hub, Subscription
 from opstream.events.model import Event
 from opstream.events.sqlite import SQLiteStore
 

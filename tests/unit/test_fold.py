@@ -21,7 +21,7 @@ from opstream.events.fold import (
     estimate_remaining,
     fold,
 )
-from opstream.events.leases import recovery_events
+from opstream.events.recovery import recovery_events
 
 OP = "op_test"
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from opstream.app import limits as limits_module
-from opstream.app.limits import POLL_BURST, LimitExceeded, Limits
+from opstream.app.http import limits as limits_module
+from opstream.app.http.limits import POLL_BURST, LimitExceeded, Limits
 
 
 class Clock:

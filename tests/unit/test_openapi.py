@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import Mount, Route
 
-from opstream.app.application import ROUTES
-from opstream.app.openapi import openapi_document
+from opstream.app.http.application import ROUTES
+from opstream.app.http.openapi import openapi_document
 
 
 def test_every_route_and_method_is_described() -> None:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from opstream.app.settings import Settings
+from opstream.app.runtime.settings import Settings
 
 
 def test_the_defaults_are_valid() -> None:
@@ -51,7 +51,7 @@ def test_edge_values_that_mean_something_are_kept(name: str, value: object) -> N
 
 def test_the_command_exits_2_with_one_line_not_a_traceback() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "opstream.app.cli", "serve", "--heartbeat-seconds", "-1"],
+        [sys.executable, "-m", "opstream.app.cli.main", "serve", "--heartbeat-seconds", "-1"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -74,7 +74,7 @@ def test_a_database_that_cannot_be_opened_is_one_line_not_a_traceback(
     command: str, database: str, reason: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "opstream.app.cli", command, "--database", database],
+        [sys.executable, "-m", "opstream.app.cli.main", command, "--database", database],
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from opstream.app.feeds import RETRY, SPLIT_ABOVE, _frames
-from opstream.app.limits import LimitExceeded, Limits
+from opstream.app.http.limits import LimitExceeded, Limits
+from opstream.app.http.sse import RETRY, SPLIT_ABOVE, event_frame, frames
 from opstream.events.model import Event
 
 
@@ -33,7 +33,7 @@ async def body(*batches: list[Event], cursor: str = "seq") -> tuple[list[bytes],
     svc: Any = SimpleNamespace(limits=limits)
     who: Any = SimpleNamespace(tenant="acme")
     chunks = []
-    async for chunk in _frames(svc, who, batches_of(*batches), cursor, b"prelude\n\n"):
+    async for chunk in frames(svc, who, batches_of(*batches), cursor, b"prelude\n\n"):
         chunks.append(chunk)
         assert limits.open_streams() == 1
     return chunks, limits
@@ -44,20 +44,20 @@ async def test_each_batch_is_one_chunk_of_its_frames_in_order() -> None:
     chunks, limits = await body(first, second)
     assert chunks == [
         RETRY + b"prelude\n\n",
-        ev(1).sse_frame("seq") + ev(2).sse_frame("seq"),
-        ev(3).sse_frame("seq"),
+        event_frame(ev(1), "seq") + event_frame(ev(2), "seq"),
+        event_frame(ev(3), "seq"),
     ]
     assert limits.open_streams() == 0
 
 
 async def test_a_big_batch_sends_its_last_frame_on_its_own() -> None:
     page = [ev(seq, pad=200) for seq in range(1, 201)]
-    assert sum(len(e.sse_frame("position")) for e in page) > SPLIT_ABOVE
+    assert sum(len(event_frame(e, "position")) for e in page) > SPLIT_ABOVE
     chunks, _ = await body(page, [ev(201)], cursor="position")
     assert chunks[1:] == [
-        b"".join(e.sse_frame("position") for e in page[:-1]),
-        page[-1].sse_frame("position"),
-        ev(201).sse_frame("position"),
+        b"".join(event_frame(e, "position") for e in page[:-1]),
+        event_frame(page[-1], "position"),
+        event_frame(ev(201), "position"),
     ]
     assert b"".join(chunks[1:]).count(b"id: ") == 201
 

@@ -1,6 +1,6 @@
 """A real webhook receiver on 127.0.0.1 for the tests, and a Standard Webhooks verifier
 written from the specification (https://www.standardwebhooks.com/), independent of
-``opstream.app.webhooks``."""
+``opstream.app.runtime.webhooks``."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from opstream.app.settings import Settings
-from opstream.app.webhooks import WebhookDispatcher, new_secret, parse_secret
+from opstream.app.runtime.settings import Settings
+from opstream.app.runtime.webhooks import WebhookDispatcher, new_secret, parse_secret
 from opstream.events import model as m
 from opstream.events.store import EventStore
 

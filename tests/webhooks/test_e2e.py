@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from opstream.app.webhooks import new_secret
+from opstream.app.runtime.webhooks import new_secret
 from tests.conftest import ServerProcess, WorkerProcess, free_port, start_server
 from tests.e2e.helpers import history
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from opstream.app.webhooks import backoff_ms, new_secret, parse_secret, sign, webhook_id
+from opstream.app.runtime.webhooks import backoff_ms, new_secret, parse_secret, sign, webhook_id
 
 from .receiver import verify
 

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from opstream.app.settings import Settings
-from opstream.app.ssrf import (
+from opstream.app.runtime.settings import Settings
+from opstream.app.runtime.ssrf import (
     AllowList,
     CallbackRefused,
     address_problem,

@@ -14,7 +14,6 @@ See ``docs/client.md``.
 from __future__ import annotations
 
 from opstream.app.client.aio import DEFAULT_URL, URL_ENV, AsyncClient
-from opstream.app.client.catchup import Backoff
 from opstream.app.client.errors import (
     AlreadyFinished,
     BadRequest,
@@ -41,6 +40,7 @@ from opstream.app.client.errors import (
     WaitTimeout,
 )
 from opstream.app.client.models import Operation, OperationError, Progress, Result, ResultInfo
+from opstream.app.client.recipe import Backoff
 from opstream.app.client.sync import Client
 from opstream.events.model import Event
 

@@ -23,7 +23,6 @@ import httpx
 from httpx_sse import EventSource
 
 from opstream import __version__
-from opstream.app.client.catchup import Backoff, SeqBuffer, parse_retry_after
 from opstream.app.client.errors import (
     AlreadyFinished,
     OperationCancelled,
@@ -35,6 +34,7 @@ from opstream.app.client.errors import (
     problem_from_response,
 )
 from opstream.app.client.models import Operation, Result, event_from_json
+from opstream.app.client.recipe import Backoff, SeqBuffer, parse_retry_after
 from opstream.events.model import Event
 
 logger = logging.getLogger("opstream.client")

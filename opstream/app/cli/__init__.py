@@ -1,0 +1,2 @@
+"""The ``opstream`` command line: ``serve``, ``worker`` and ``migrate`` (``main``), and the
+client commands (``client_commands``)."""

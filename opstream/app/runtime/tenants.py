@@ -1,0 +1,79 @@
+"""The configured tenants: who may call, by token, and each tenant's webhook secret.
+
+Tokens are configured per tenant (``OPSTREAM_TOKENS`` or a JSON file) and kept only as
+SHA-256 digests; a presented token is compared against every digest in constant time.
+Without any token configured opstream runs open (one tenant, ``""``). The HTTP side
+authenticates requests with it (``opstream.app.http.auth``); the runtime signs each
+tenant's webhooks with its secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+OPEN_TENANT = ""
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Unauthenticated(Exception):
+    """No credentials, or credentials that do not check out."""
+
+
+@dataclass
+class Tenants:
+    """The configured tenants: token digests, and each tenant's webhook secret."""
+
+    digests: dict[bytes, str] = field(default_factory=dict)
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def open(self) -> bool:
+        return not self.digests
+
+    def add(self, tenant: str, token: str) -> None:
+        if not TENANT_NAME.match(tenant):
+            raise ValueError(f"tenant names are letters, digits, '.', '_', '-': {tenant!r}")
+        if len(token) < 16:
+            raise ValueError(f"tenant {tenant}: tokens must be at least 16 characters")
+        self.digests[_digest(token)] = tenant
+
+    def authenticate(self, token: str) -> str:
+        """The tenant of a bearer token; compares against every digest in constant time."""
+        presented = _digest(token)
+        found = None
+        for digest, tenant in self.digests.items():
+            if hmac.compare_digest(digest, presented):
+                found = tenant
+        if found is None:
+            raise Unauthenticated("the token is not valid")
+        return found
+
+    @classmethod
+    def load(cls, spec: str = "", path: str = "") -> Tenants:
+        """From ``tenant:token,tenant:token`` and/or a JSON file
+        ``{"tenants": {"acme": {"tokens": ["..."], "webhookSecret": "..."}}}``."""
+        tenants = cls()
+        for pair in filter(None, (part.strip() for part in spec.split(","))):
+            tenant, sep, token = pair.partition(":")
+            if not sep:
+                raise ValueError("OPSTREAM_TOKENS is a list of tenant:token pairs")
+            tenants.add(tenant.strip(), token.strip())
+        if path:
+            config: dict[str, Any] = orjson.loads(Path(path).read_bytes())
+            for tenant, entry in config.get("tenants", {}).items():
+                for token in entry.get("tokens", []):
+                    tenants.add(tenant, token)
+                if secret := entry.get("webhookSecret"):
+                    tenants.webhook_secrets[tenant] = str(secret)
+        return tenants
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()

@@ -1,0 +1,107 @@
+"""The process as a whole: what ``opstream worker`` loads, and what happens when one of a
+process's background tasks ends.
+
+Bug: a background task (the hub's watch, the sweeper, the workers, the webhooks) that died
+left the process running without it: a server that no longer ran operations still answered
+``/healthz``. Fix: the engine names and watches its tasks; one that ends unexpectedly is
+logged and stops the process with exit status 1, so a supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ServerProcess, WorkerProcess
+
+pytestmark = pytest.mark.e2e
+
+PROBES = "tests.e2e.probe_kinds"
+EXIT_SECONDS = 15.0
+
+
+def api_only(tmp_path: Path) -> ServerProcess:
+    """A server that runs no operations itself, on a database a worker can share."""
+    env = {"OPSTREAM_HANDLERS": PROBES, "OPSTREAM_CONCURRENCY": "0"}
+    return ServerProcess(database=tmp_path / "shared.db", env=env).start()
+
+
+def worker_on(server: ServerProcess, tmp_path: Path) -> WorkerProcess:
+    return WorkerProcess(
+        database_url=f"sqlite:///{server.database}",
+        log_path=tmp_path / "worker.log",
+        env={"OPSTREAM_HANDLERS": PROBES},
+    ).start()
+
+
+def run(server: ServerProcess, kind: str, params: dict[str, str]) -> dict[str, object]:
+    created = httpx.post(f"{server.url}/operations", json={"kind": kind, "params": params})
+    assert created.status_code == 202, created.text
+    operation_id = created.json()["id"]
+    status = httpx.get(f"{server.url}/operations/{operation_id}?wait=20", timeout=30)
+    document: dict[str, object] = status.json()
+    if document["status"] in ("queued", "running"):
+        status = httpx.get(f"{server.url}/operations/{operation_id}?wait=20", timeout=30)
+        document = status.json()
+    return document
+
+
+def test_a_worker_process_does_not_load_the_web_framework(tmp_path: Path) -> None:
+    server = api_only(tmp_path)
+    worker = worker_on(server, tmp_path)
+    try:
+        listing = tmp_path / "modules.txt"
+        document = run(server, "probe.modules", {"path": str(listing)})
+        assert document["status"] == "succeeded", document
+        loaded = set(listing.read_text().split())
+        assert "opstream.app.runtime.worker" in loaded  # the probe ran in the worker
+        web = sorted(m for m in loaded if m.split(".")[0] in {"starlette", "sse_starlette"})
+        assert web == [], f"opstream worker imported {web}"
+        assert not any(m.startswith("opstream.app.http") for m in loaded)
+    finally:
+        worker.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("task", ["opstream-retention", "opstream-hub", "opstream-webhooks"])
+def test_a_server_whose_background_task_ends_exits_1(tmp_path: Path, task: str) -> None:
+    env = {"OPSTREAM_HANDLERS": PROBES}
+    server = ServerProcess(database=tmp_path / "opstream.db", env=env).start()
+    try:
+        httpx.post(
+            f"{server.url}/operations",
+            json={"kind": "probe.cancel_task", "params": {"task": task}},
+        )
+        assert server.proc is not None
+        try:
+            code = server.proc.wait(EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the server ran on without {task}: {server.log()}")
+        assert code == 1, server.log()
+        assert f"background task {task} was cancelled; stopping the process" in server.log()
+    finally:
+        server.stop()
+
+
+def test_a_worker_whose_background_task_ends_exits_1(tmp_path: Path) -> None:
+    server = api_only(tmp_path)
+    worker = worker_on(server, tmp_path)
+    try:
+        created = httpx.post(
+            f"{server.url}/operations",
+            json={"kind": "probe.cancel_task", "params": {"task": "opstream-hub"}},
+        )
+        assert created.status_code == 202, created.text
+        assert worker.proc is not None
+        try:
+            code = worker.proc.wait(EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker ran on without its hub: {worker.log()}")
+        assert code == 1, worker.log()
+        assert "background task opstream-hub was cancelled" in worker.log()
+    finally:
+        worker.stop()
+        server.stop()
