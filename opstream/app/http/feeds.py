@@ -21,7 +21,7 @@ from opstream.app.http.auth import Caller
 from opstream.app.http.operations import JSON, json_response, load
 from opstream.app.http.problems import Forbidden, InvalidRequest
 from opstream.app.http.services import caller, services
-from opstream.app.http.sse import STREAM_HEADERS, control_frame, event_source, frames
+from opstream.app.http.sse import STREAM_HEADERS, control_frame, event_source
 from opstream.events.catchup import follow_all, follow_operation, wait_for_events, wait_for_feed
 from opstream.events.model import Event, format_time
 
@@ -110,7 +110,7 @@ async def operation_stream(request: Request) -> Response:
         prelude = control_frame("snapshot", orjson.dumps(operation_document(start.snapshot)))
         after = start.first_seq - 1
     batches = follow_operation(svc.store, svc.hub, operation_id, after)
-    return event_source(svc, frames(svc, who, batches, "seq", prelude))
+    return event_source(svc, who, batches, "seq", prelude)
 
 
 async def feed_stream(request: Request) -> Response:
@@ -131,7 +131,7 @@ async def feed_stream(request: Request) -> Response:
         operation_id=request.query_params.get("operation") or None,
         tenant=who.tenant,
     )
-    return event_source(svc, frames(svc, who, batches, "position", prelude))
+    return event_source(svc, who, batches, "position", prelude)
 
 
 async def create_stream_token(request: Request) -> Response:

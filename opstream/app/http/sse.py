@@ -98,9 +98,18 @@ class EventStream(EventSourceResponse):
             await send(message)
 
 
-def event_source(svc: Services, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def event_source(
+    svc: Services,
+    who: Caller,
+    batches: AsyncIterator[list[Event]],
+    cursor: str,
+    prelude: bytes = b"",
+) -> EventSourceResponse:
+    """The response that streams ``batches``; a ``429`` problem instead when the tenant
+    already holds its most open streams (``OPSTREAM_MAX_STREAMS``) in this process."""
+    svc.limits.check_streams(who.tenant)
     return EventStream(
-        frames,
+        frames(svc, who, batches, cursor, prelude),
         headers=STREAM_HEADERS,
         ping=svc.settings.heartbeat_seconds,
         ping_message_factory=_keep_alive,
