@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -42,7 +43,7 @@ from opstream.events.fold import (
     Operation,
     fold,
 )
-from opstream.events.store import Idempotency
+from opstream.events.store import Appended, Idempotency
 
 JSON = "application/json"
 MAX_CONFLICT_RETRIES = 10
@@ -239,34 +240,29 @@ def seq_of_etag(header: str | None) -> int | None:
 
 async def delete_operation(request: Request) -> Response:
     """Cancel while queued or running (``202``); delete the output once finished (``204``)."""
-    svc = services(request)
-    who = caller(request)
-    operation_id = request.path_params["operation_id"]
-    for _ in range(MAX_CONFLICT_RETRIES):
-        op = await load(svc, who, operation_id)
+
+    def decide(op: Operation) -> list[m.NewEvent] | Response:
         if op.is_gone:
             raise OperationGone(f"operation {op.id} was already deleted")
         if op.is_terminal:
-            deleted = m.NewEvent(m.RESULT_DELETED, "deleted", {"scope": "operation"})
-            events = [deleted]
-        elif op.status == QUEUED:
-            events = [
+            return [m.NewEvent(m.RESULT_DELETED, "deleted", {"scope": "operation"})]
+        if op.status == QUEUED:
+            return [
                 m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested"),
                 m.NewEvent(m.OPERATION_CANCELLED, "cancelled before it started"),
             ]
-        elif op.status == RUNNING:
-            events = [m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested")]
-        else:  # already cancelling: asking twice changes nothing
-            return json_response(operation_document(op), 202, {"ETag": etag(op)})
-        try:
-            appended = await svc.store.append(operation_id, events, expected_seq=op.last_seq)
-        except SequenceConflict:
-            continue
+        if op.status == RUNNING:
+            return [m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested")]
+        # already cancelling: asking twice changes nothing
+        return json_response(operation_document(op), 202, {"ETag": etag(op)})
+
+    def answer(op: Operation, appended: Appended) -> Response:
         if op.is_terminal:
             return Response(status_code=204)
         done = appended.operation
         return json_response(operation_document(done), 202, {"ETag": etag(done)})
-    raise OperationStateConflict("the operation keeps changing; try again")
+
+    return await append_unless_moved(request, decide, answer)
 
 
 async def get_result(request: Request) -> Response:
@@ -284,18 +280,38 @@ async def get_result(request: Request) -> Response:
 
 
 async def delete_result(request: Request) -> Response:
+    def decide(op: Operation) -> list[m.NewEvent]:
+        _require_result(op)
+        return [m.NewEvent(m.RESULT_DELETED, "result deleted", {"scope": "result"})]
+
+    return await append_unless_moved(
+        request, decide, lambda op, appended: Response(status_code=204)
+    )
+
+
+async def append_unless_moved(
+    request: Request,
+    decide: Callable[[Operation], list[m.NewEvent] | Response],
+    answer: Callable[[Operation, Appended], Response],
+) -> Response:
+    """Read the operation, ``decide`` what to append (or answer without writing), and append
+    only if nothing was appended since the read; if something was, read and decide again.
+
+    So a decision is never made on a state that has already moved on: a DELETE that found
+    the operation running cannot delete the result of one that finished meanwhile."""
     svc = services(request)
     who = caller(request)
     operation_id = request.path_params["operation_id"]
     for _ in range(MAX_CONFLICT_RETRIES):
         op = await load(svc, who, operation_id)
-        _require_result(op)
-        deleted = m.NewEvent(m.RESULT_DELETED, "result deleted", {"scope": "result"})
+        events = decide(op)
+        if isinstance(events, Response):
+            return events
         try:
-            await svc.store.append(operation_id, [deleted], expected_seq=op.last_seq)
+            appended = await svc.store.append(operation_id, events, expected_seq=op.last_seq)
         except SequenceConflict:
             continue
-        return Response(status_code=204)
+        return answer(op, appended)
     raise OperationStateConflict("the operation keeps changing; try again")
 
 
