@@ -31,6 +31,7 @@ run: install
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install-dev
 	$(BIN)/mypy
@@ -43,6 +44,7 @@ test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	@if command -v node >/dev/null; then node --test tests/js/; else echo "node not found: JavaScript unit tests skipped"; fi
 	. ./.test-env 2>/dev/null; $(BIN)/pytest
 

@@ -10,6 +10,7 @@ logged and stops the process with exit status 1, so a supervisor restarts it.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,15 @@ def worker_on(server: ServerProcess, tmp_path: Path) -> WorkerProcess:
         log_path=tmp_path / "worker.log",
         env={"OPSTREAM_HANDLERS": PROBES},
     ).start()
+
+
+def exit_status(proc: subprocess.Popen[bytes] | None, log: Callable[[], str]) -> int:
+    """The process's exit status, or a failure if it runs on past ``EXIT_SECONDS``."""
+    assert proc is not None
+    try:
+        return proc.wait(EXIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the process ran on without its background task: {log()}")
 
 
 def run(server: ServerProcess, kind: str, params: dict[str, str]) -> dict[str, object]:
@@ -75,12 +85,7 @@ def test_a_server_whose_background_task_ends_exits_1(tmp_path: Path, task: str) 
             f"{server.url}/operations",
             json={"kind": "probe.cancel_task", "params": {"task": task}},
         )
-        assert server.proc is not None
-        try:
-            code = server.proc.wait(EXIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the server ran on without {task}: {server.log()}")
-        assert code == 1, server.log()
+        assert exit_status(server.proc, server.log) == 1, server.log()
         assert f"background task {task} was cancelled; stopping the process" in server.log()
     finally:
         server.stop()
@@ -95,12 +100,7 @@ def test_a_worker_whose_background_task_ends_exits_1(tmp_path: Path) -> None:
             json={"kind": "probe.cancel_task", "params": {"task": "opstream-hub"}},
         )
         assert created.status_code == 202, created.text
-        assert worker.proc is not None
-        try:
-            code = worker.proc.wait(EXIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the worker ran on without its hub: {worker.log()}")
-        assert code == 1, worker.log()
+        assert exit_status(worker.proc, worker.log) == 1, worker.log()
         assert "background task opstream-hub was cancelled" in worker.log()
     finally:
         worker.stop()

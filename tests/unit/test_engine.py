@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from opstream.app.runtime.engine import Engine
@@ -13,6 +14,14 @@ def engine_on(tmp_path: Path, failures: list[str]) -> Engine:
     settings = Settings(database=f"sqlite:///{tmp_path / 'engine.db'}", concurrency=1)
     engine = Engine(settings, on_failure=lambda: failures.append("failed"))
     return engine
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Give the loop up to a second for ``condition`` to hold (it is checked after)."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
 
 
 async def test_every_background_task_has_a_name(tmp_path: Path) -> None:
@@ -37,10 +46,7 @@ async def test_a_task_that_ends_unexpectedly_fails_the_engine_once(tmp_path: Pat
     try:
         engine.tasks["opstream-retention"].cancel()
         engine.tasks["opstream-hub"].cancel()
-        for _ in range(100):
-            if failures:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(failures))
         await asyncio.sleep(0.05)
         assert failures == ["failed"]
         assert engine.failed in {"opstream-retention", "opstream-hub"}
@@ -58,10 +64,7 @@ async def test_a_task_that_raises_fails_the_engine(tmp_path: Path) -> None:
 
     try:
         engine.spawn("opstream-broken", broken())
-        for _ in range(100):
-            if failures:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(failures))
         assert engine.failed == "opstream-broken"
     finally:
         await engine.stop()
