@@ -2,12 +2,14 @@
 
 Debian's ``chromium`` is driven through the ``playwright`` package with ``executable_path``;
 a browser download (``playwright install``) is never used. Without either, every test here is
-skipped with the reason. Screenshots go to ``tests/browser/artifacts/`` (printed at the end).
+skipped with the reason — and fails under CI (see ``tests/requirements.py``). Screenshots go
+to ``tests/browser/artifacts/`` (printed at the end).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ..requirements import missing
 
 CHROMIUM = os.environ.get("OPSTREAM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -35,24 +39,36 @@ STEP_MS = 10_000
 RUN_MS = 45_000
 
 
-def _skip_reason() -> str | None:
+@functools.cache
+def _missing() -> tuple[str, str] | None:
+    """What the tests here need and do not have, and how to get it."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "the playwright package is not installed (pip install playwright==1.65.2)"
+        return "the playwright package", "run `make install-dev` (the dev extra pins it)"
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        return f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
+        return (
+            f"Chromium at {CHROMIUM} (OPSTREAM_CHROMIUM)",
+            "apt-get install -y chromium, or set OPSTREAM_CHROMIUM to a Chromium binary",
+        )
     return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    reason = _skip_reason()
     here = Path(__file__).resolve().parent
     for item in items:
         if here in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.browser)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# Only the tests under this folder call this hook. First, before any fixture: the
+# module-scoped browser would otherwise fail to launch and hide the reason.
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Without Chromium or playwright, each test here is skipped — or fails under CI."""
+    gap = _missing()
+    if gap:
+        missing(*gap)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -1,6 +1,7 @@
 """PostgreSQL fixtures: a schema of its own for every test, on the database the contract
 suite uses (``OPSTREAM_TEST_POSTGRES_URL``, see ``tests/store/backends.py``). Without a
-reachable PostgreSQL these tests skip with the reason — and fail under ``CI=true``."""
+reachable PostgreSQL these tests skip with the reason — and fail under CI (``CI`` set to
+anything; see ``tests/requirements.py``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 PostgreSQL: the URL comes from ``OPSTREAM_TEST_POSTGRES_URL`` (``.ci/postgres.sh`` prints
 one), else the role and database that script creates on the local cluster. Every test gets a
 schema of its own, dropped after it. Where no PostgreSQL answers the tests skip, saying how to
-get one — except under ``CI=true``, where they fail: CI must prove the PostgreSQL store.
+get one — except under CI (``CI`` set to anything), where they fail: CI must prove the
+PostgreSQL store. The rule is ``tests/requirements.py``'s.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 import asyncpg
-import pytest
 
 from opstream.events.postgres import PostgresStore
 from opstream.events.store import EventStore
+
+from ..requirements import missing
 
 ENV_URL = "OPSTREAM_TEST_POSTGRES_URL"
 # What .ci/postgres.sh sets up on the local cluster.
@@ -31,15 +34,13 @@ def postgres_url() -> str:
     return os.environ.get(ENV_URL) or LOCAL_URL
 
 
-def no_postgres(reason: str) -> None:
+def no_postgres(reason: str) -> NoReturn:
     """Skip — or, in CI, fail: there the PostgreSQL tests must run."""
-    message = (
-        f'no PostgreSQL for the tests: {reason}. Run `export {ENV_URL}="$(.ci/postgres.sh)"` '
-        f"or point {ENV_URL} at a database whose role may create schemas"
+    missing(
+        "PostgreSQL",
+        f'{reason}; run `export {ENV_URL}="$(.ci/postgres.sh)"` (as root it installs '
+        f"PostgreSQL 15) or point {ENV_URL} at a database whose role may create schemas",
     )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + " (CI=true: not skipping)")
-    pytest.skip(message)
 
 
 async def admin_connection() -> asyncpg.Connection:
@@ -52,7 +53,6 @@ async def admin_connection() -> asyncpg.Connection:
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         _unreachable[url] = f"{_redacted(url)} is unreachable ({type(exc).__name__}: {exc})"
         no_postgres(_unreachable[url])
-        raise  # not reached: no_postgres raises
 
 
 def _redacted(url: str) -> str:
