@@ -28,6 +28,7 @@ from opstream.app.http.limits import Limits
 from opstream.app.http.not_modified import NotModified
 from opstream.app.http.openapi import openapi_document
 from opstream.app.http.operations import (
+    cancel_operation,
     create_operation,
     delete_operation,
     delete_result,
@@ -86,6 +87,7 @@ ROUTES = [
     route("/", GET=index),
     route("/operations", GET=list_operations, POST=create_operation),
     route("/operations/{operation_id}/result", GET=get_result, DELETE=delete_result),
+    route("/operations/{operation_id}/cancel", POST=cancel_operation),
     route("/operations/{operation_id}/events", GET=operation_events),
     route("/operations/{operation_id}/events/stream", GET=operation_stream),
     route("/events", GET=feed_events),

@@ -14,6 +14,13 @@ from opstream.app.runtime.kinds import Kind
 from opstream.events.fold import STATUSES
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'the status ETag ("<lastEventSeq>") the client acted on: 412 if it moved',
+    "schema": {"type": "string"},
+}
 OPERATION_ID = {
     "name": "operation_id",
     "in": "path",
@@ -206,9 +213,27 @@ PATHS: dict[str, Any] = {
         },
         "delete": {
             "summary": "Cancel a running operation, or delete a finished one's output",
+            "description": "To stop an operation without ever deleting output, use "
+            "POST /operations/{operation_id}/cancel. With If-Match, only if the operation "
+            "is still at that ETag.",
+            "parameters": [IF_MATCH],
             "responses": {
                 "202": OP_DOC,
                 "204": {"description": "deleted"},
+                "404": PROBLEM,
+                "409": PROBLEM,
+                "410": PROBLEM,
+                "412": PROBLEM,
+            },
+        },
+    },
+    "/operations/{operation_id}/cancel": {
+        "parameters": [OPERATION_ID],
+        "post": {
+            "summary": "Cancel: never deletes anything, safe to retry",
+            "responses": {
+                "200": OP_DOC,
+                "202": OP_DOC,
                 "404": PROBLEM,
                 "409": PROBLEM,
                 "410": PROBLEM,
@@ -228,11 +253,13 @@ PATHS: dict[str, Any] = {
         },
         "delete": {
             "summary": "Delete only the result",
+            "parameters": [IF_MATCH],
             "responses": {
                 "204": {"description": "deleted"},
                 "404": PROBLEM,
                 "409": PROBLEM,
                 "410": PROBLEM,
+                "412": PROBLEM,
             },
         },
     },

@@ -25,6 +25,7 @@ from opstream.app.http.problems import (
     InvalidParams,
     InvalidRequest,
     OperationStateConflict,
+    PreconditionFailed,
     ResultNotReady,
     UnknownKind,
     problem_response,
@@ -35,6 +36,8 @@ from opstream.events import model as m
 from opstream.events.catchup import wait_for_events
 from opstream.events.errors import OperationGone, OperationNotFound, SequenceConflict
 from opstream.events.fold import (
+    CANCELLED,
+    FAILED,
     QUEUED,
     RUNNING,
     STATUSES,
@@ -238,23 +241,55 @@ def seq_of_etag(header: str | None) -> int | None:
     return None
 
 
-async def delete_operation(request: Request) -> Response:
-    """Cancel while queued or running (``202``); delete the output once finished (``204``)."""
+def cancel_events(op: Operation) -> list[m.NewEvent] | None:
+    """What cancelling ``op`` appends; ``None`` when it is already cancelling."""
+    if op.status == QUEUED:
+        return [
+            m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested"),
+            m.NewEvent(m.OPERATION_CANCELLED, "cancelled before it started"),
+        ]
+    if op.status == RUNNING:
+        return [m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested")]
+    return None
+
+
+async def cancel_operation(request: Request) -> Response:
+    """Only ever cancels (``202``; ``200`` if already cancelling or cancelled); an operation
+    that already succeeded or failed is a ``409`` naming its status. Never deletes."""
 
     def decide(op: Operation) -> list[m.NewEvent] | Response:
-        if op.is_gone:
-            raise OperationGone(f"operation {op.id} was already deleted")
+        _require_present(op)
+        if op.status in (SUCCEEDED, FAILED):
+            raise OperationStateConflict(
+                f"operation {op.id} already {op.status}; there is nothing to cancel",
+                operationStatus=op.status,
+            )
+        events = cancel_events(op) if op.status != CANCELLED else None
+        if events is None:  # cancelling or cancelled: asking again changes nothing
+            return json_response(operation_document(op), 200, {"ETag": etag(op)})
+        return events
+
+    def answer(op: Operation, appended: Appended) -> Response:
+        done = appended.operation
+        return json_response(operation_document(done), 202, {"ETag": etag(done)})
+
+    return await append_unless_moved(request, decide, answer)
+
+
+async def delete_operation(request: Request) -> Response:
+    """Cancel while queued or running (``202``); delete the output once finished (``204``).
+    With ``If-Match: "<seq>"``, only if the operation is still at that seq (else ``412``)."""
+    if_match = request.headers.get("if-match")
+
+    def decide(op: Operation) -> list[m.NewEvent] | Response:
+        _require_present(op)
+        _require_match(op, if_match)
         if op.is_terminal:
             return [m.NewEvent(m.RESULT_DELETED, "deleted", {"scope": "operation"})]
-        if op.status == QUEUED:
-            return [
-                m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested"),
-                m.NewEvent(m.OPERATION_CANCELLED, "cancelled before it started"),
-            ]
-        if op.status == RUNNING:
-            return [m.NewEvent(m.CANCELLATION_REQUESTED, "cancellation requested")]
-        # already cancelling: asking twice changes nothing
-        return json_response(operation_document(op), 202, {"ETag": etag(op)})
+        events = cancel_events(op)
+        if events is None:  # already cancelling: asking twice changes nothing
+            return json_response(operation_document(op), 202, {"ETag": etag(op)})
+        return events
 
     def answer(op: Operation, appended: Appended) -> Response:
         if op.is_terminal:
@@ -263,6 +298,23 @@ async def delete_operation(request: Request) -> Response:
         return json_response(operation_document(done), 202, {"ETag": etag(done)})
 
     return await append_unless_moved(request, decide, answer)
+
+
+def _require_present(op: Operation) -> None:
+    if op.is_gone:
+        raise OperationGone(f"operation {op.id} was already deleted")
+
+
+def _require_match(op: Operation, if_match: str | None) -> None:
+    """``If-Match`` holds the status ``ETag`` the client acted on: ``412`` if it moved."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    if seq_of_etag(if_match) != op.last_seq:
+        raise PreconditionFailed(
+            f"operation {op.id} is at {etag(op)}, not {if_match.strip()}: nothing was changed",
+            lastEventSeq=op.last_seq,
+            operationStatus=op.status,
+        )
 
 
 async def get_result(request: Request) -> Response:
@@ -280,8 +332,12 @@ async def get_result(request: Request) -> Response:
 
 
 async def delete_result(request: Request) -> Response:
+    """Delete the result, keep the history (``204``); ``If-Match`` as for the operation."""
+    if_match = request.headers.get("if-match")
+
     def decide(op: Operation) -> list[m.NewEvent]:
         _require_result(op)
+        _require_match(op, if_match)
         return [m.NewEvent(m.RESULT_DELETED, "result deleted", {"scope": "result"})]
 
     return await append_unless_moved(

@@ -75,6 +75,10 @@ class OperationStateConflict(Problem):
     status, slug, title = 409, "operation-state-conflict", "Not possible in the current status"
 
 
+class PreconditionFailed(Problem):
+    status, slug, title = 412, "precondition-failed", "The operation has moved on"
+
+
 # The domain's errors, as HTTP: (status, slug, title).
 DOMAIN_ERRORS: dict[type[errors.OpstreamError], tuple[int, str, str]] = {
     errors.OperationNotFound: (404, "operation-not-found", "No such operation"),
