@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from opstream.app.client.aio import LONG_POLL_SECONDS, AsyncClient
+from opstream.app.client.aio import AsyncClient
 from opstream.app.client.models import Operation, Result
 from opstream.app.client.recipe import Backoff
+from opstream.app.client.watch import LONG_POLL_SECONDS
 from opstream.events.model import Event
 
 T = TypeVar("T")
