@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -33,7 +33,20 @@ from opstream.app.client.session import (
 from opstream.app.client.watch import LONG_POLL_SECONDS
 from opstream.events.model import Event
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "ClientOptions"]
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments of ``AsyncClient``, which ``Client`` passes on as they are: the
+    defaults stay in one place, ``AsyncClient.__init__``."""
+
+    timeout: float
+    retries: int
+    backoff: Backoff | None
+    reconnect_for: float | None
+    headers: Mapping[str, str] | None
+    transport: httpx.AsyncBaseTransport | None
+    token: str | None
 
 
 class AsyncClient:
