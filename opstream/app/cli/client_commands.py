@@ -43,7 +43,9 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     formatter = argparse.RawDescriptionHelpFormatter
 
-    def add(name: str, help: str, description: str, func: Command) -> argparse.ArgumentParser:
+    def add(
+        name: str, help: str, description: str, func: Command, *, takes_id: bool = False
+    ) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = subparsers.add_parser(
             name,
             parents=[common],
@@ -53,6 +55,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
             formatter_class=formatter,
         )
         parser.set_defaults(func=func)
+        if takes_id:
+            parser.add_argument("id", metavar="ID", help="the operation id")
         return parser
 
     submit = add(
@@ -102,8 +106,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         "disconnects and server restarts. Ctrl-C stops watching; the operation keeps\n"
         "running unless --cancel-on-interrupt.",
         cmd_watch,
+        takes_id=True,
     )
-    watch.add_argument("id", metavar="ID", help="the operation id")
     _add_watch_options(watch)
 
     events = add(
@@ -112,8 +116,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         "Print an operation's recorded events, one JSON object per line (ready for jq).\n"
         "With --follow, keep printing live events until the terminal one.",
         cmd_events,
+        takes_id=True,
     )
-    events.add_argument("id", metavar="ID", help="the operation id")
     events.add_argument(
         "--after", type=_non_negative, default=0, metavar="N", help="only events with seq > N"
     )
@@ -135,22 +139,22 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     ls.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
 
-    status = add(
+    add(
         "status",
         "print an operation's status document",
         "Print an operation's status document as JSON.",
         cmd_status,
+        takes_id=True,
     )
-    status.add_argument("id", metavar="ID", help="the operation id")
 
-    cancel = add(
+    add(
         "cancel",
         "cancel a queued or running operation",
         "Ask a queued or running operation to stop. An operation that has already ended is\n"
         "left alone (exit 1).",
         cmd_cancel,
+        takes_id=True,
     )
-    cancel.add_argument("id", metavar="ID", help="the operation id")
 
     result = add(
         "result",
@@ -158,8 +162,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         "Fetch the result of a succeeded operation, as the bytes the server holds (JSON,\n"
         "CSV, ...), to stdout or to a file.",
         cmd_result,
+        takes_id=True,
     )
-    result.add_argument("id", metavar="ID", help="the operation id")
     result.add_argument(
         "-o", "--output", metavar="FILE", help="write to FILE instead of stdout ('-': stdout)"
     )
