@@ -16,16 +16,11 @@ import httpx
 import pytest
 from rich.console import Console
 
-from opstream.app.cli.client_commands import (
-    LiveView,
-    UsageError,
-    WatchState,
-    add_client_commands,
-    describe_error,
-    format_duration,
-    operations_table,
-    parse_params,
-)
+from opstream.app.cli.client_commands import add_client_commands
+from opstream.app.cli.commands import parse_params
+from opstream.app.cli.live_view import LiveView, WatchState, format_duration
+from opstream.app.cli.output import describe_error, operations_table
+from opstream.app.cli.running import UsageError
 from opstream.app.client import (
     AsyncClient,
     Backoff,

@@ -13,7 +13,7 @@ See ``docs/client.md``.
 
 from __future__ import annotations
 
-from opstream.app.client.aio import DEFAULT_URL, URL_ENV, AsyncClient
+from opstream.app.client.aio import AsyncClient
 from opstream.app.client.errors import (
     AlreadyFinished,
     BadRequest,
@@ -41,6 +41,7 @@ from opstream.app.client.errors import (
 )
 from opstream.app.client.models import Operation, OperationError, Progress, Result, ResultInfo
 from opstream.app.client.recipe import Backoff
+from opstream.app.client.session import DEFAULT_URL, URL_ENV
 from opstream.app.client.sync import Client
 from opstream.events.model import Event
 

@@ -1,85 +1,52 @@
-"""The asynchronous client: every resource of the API, and the two loops that are hard to get
-right by hand — ``watch`` (catch-up subscription that survives restarts) and ``wait`` (polite
-polling).
+"""The asynchronous client: every resource of the API, one method each.
+
+The requests themselves (retries, error answers) are ``session``'s; the two long-running loops,
+``watch`` and ``wait``, are ``watch``'s. What stays here is the public face: what each resource
+takes and what it answers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import json
-import logging
 import os
-import socket
-import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
+from typing import Any, TypedDict
 
 import httpx
-from httpx_sse import EventSource
 
 from opstream import __version__
-from opstream.app.client.errors import (
-    AlreadyFinished,
-    OperationCancelled,
-    OperationFailed,
-    ProtocolError,
-    ServerError,
-    ServerUnavailable,
-    WaitTimeout,
-    problem_from_response,
+from opstream.app.client import watch as loops
+from opstream.app.client.errors import AlreadyFinished, ProtocolError
+from opstream.app.client.models import Operation, Result
+from opstream.app.client.recipe import Backoff
+from opstream.app.client.session import (
+    DEFAULT_URL,
+    TOKEN_ENV,
+    URL_ENV,
+    JsonObject,
+    Session,
+    json_object,
 )
-from opstream.app.client.models import Operation, Result, event_from_json
-from opstream.app.client.recipe import Backoff, SeqBuffer, parse_retry_after
+from opstream.app.client.watch import LONG_POLL_SECONDS
 from opstream.events.model import Event
 
-logger = logging.getLogger("opstream.client")
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-URL_ENV = "OPSTREAM_URL"
-TOKEN_ENV = "OPSTREAM_TOKEN"
-
-# The server sends a comment at least every 15 s; three missed heartbeats mean a dead peer.
-STREAM_READ_TIMEOUT = 45.0
-# How long one ``wait`` request asks the server to hold it, and the most the server allows.
-LONG_POLL_SECONDS = 30
-MAX_LONG_POLL_SECONDS = 60
-# Gateways answer these while a server restarts: worth retrying for a safe request.
-RETRYABLE_STATUSES = frozenset({502, 503, 504})
-# Catching up reads the store in the largest pages the server gives: fewer round trips.
-REPLAY_PAGE = 1000
-# Used when a status answer carries no ``Retry-After``.
-DEFAULT_POLL_INTERVAL = 1.0
-
-JsonObject = dict[str, Any]
+__all__ = ["AsyncClient", "ClientOptions"]
 
 
-def _describe(exc: httpx.TransportError) -> str:
-    """A short reason a person can read: "connection refused" rather than a driver's text."""
-    text = str(exc).strip()
-    if isinstance(exc, httpx.ConnectError):
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, ConnectionRefusedError):
-                return "connection refused"
-            if isinstance(cause, socket.gaierror):
-                return "unknown host"
-            cause = cause.__cause__ or cause.__context__
-        return f"cannot connect ({text})" if text else "cannot connect"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the connection was closed unexpectedly"
-    return text or type(exc).__name__
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments of ``AsyncClient``, which ``Client`` passes on as they are: the
+    defaults stay in one place, ``AsyncClient.__init__``."""
 
-
-def _not_sent(exc: httpx.TransportError) -> bool:
-    """The request never reached the server, so even a POST may be sent again."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    timeout: float
+    retries: int
+    backoff: Backoff | None
+    reconnect_for: float | None
+    headers: Mapping[str, str] | None
+    transport: httpx.AsyncBaseTransport | None
+    token: str | None
 
 
 class AsyncClient:
@@ -109,11 +76,8 @@ class AsyncClient:
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
         token = token or os.environ.get(TOKEN_ENV)
         auth = {"Authorization": f"Bearer {token}"} if token else {}
-        self._timeout = timeout
-        self._retries = max(1, retries)
-        self._backoff = backoff or Backoff()
         self._reconnect_for = reconnect_for
-        self._http = httpx.AsyncClient(
+        http = httpx.AsyncClient(
             timeout=timeout,
             headers={
                 "Accept": "application/json",
@@ -123,6 +87,9 @@ class AsyncClient:
             },
             transport=transport,
             follow_redirects=False,
+        )
+        self._session = Session(
+            self.url, http, timeout=timeout, retries=retries, backoff=backoff or Backoff()
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -137,7 +104,7 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._session.aclose()
 
     # -- resources ---------------------------------------------------------------------------
 
@@ -159,20 +126,22 @@ class AsyncClient:
         if callback_url is not None:
             body["callbackUrl"] = callback_url
         key = idempotency_key or f"opstream-client-{uuid.uuid4()}"
-        response = await self._send(
+        response = await self._session.send(
             "POST",
-            self._url("/operations"),
+            self._session.url_of("/operations"),
             json=body,
             headers={"Idempotency-Key": key},
             idempotent=True,
         )
-        return Operation.from_json(self._json(response))
+        return Operation.from_json(json_object(response))
 
     async def get(self, operation_id: str) -> Operation:
         """The operation's status document (also when it has succeeded: the ``303`` the
         server answers then carries the document)."""
-        response = await self._send("GET", self._operation_url(operation_id), idempotent=True)
-        return Operation.from_json(self._json(response))
+        response = await self._session.send(
+            "GET", self._session.operation_url(operation_id), idempotent=True
+        )
+        return Operation.from_json(json_object(response))
 
     async def list(
         self, *, status: str | None = None, kind: str | None = None, limit: int | None = 50
@@ -189,10 +158,10 @@ class AsyncClient:
             page_params = dict(params)
             if limit is not None:
                 page_params["limit"] = min(1000, limit - len(found))
-            response = await self._send(
-                "GET", self._url("/operations"), params=page_params, idempotent=True
+            response = await self._session.send(
+                "GET", self._session.url_of("/operations"), params=page_params, idempotent=True
             )
-            page = self._json(response)
+            page = json_object(response)
             items = page.get("items") or []
             found.extend(Operation.from_json(item) for item in items)
             cursor = page.get("next")
@@ -207,7 +176,7 @@ class AsyncClient:
         """The operation's recorded history after ``after``, oldest first, page after page
         (``Link: rel="next"``) until the end of what is recorded now. ``page_size`` is
         the server's ``limit`` (its default is 100, its maximum 1,000)."""
-        async with aclosing(self._pages(operation_id, after, page_size)) as pages:
+        async with aclosing(self._session.event_pages(operation_id, after, page_size)) as pages:
             async for page in pages:
                 for event in page:
                     yield event
@@ -217,7 +186,9 @@ class AsyncClient:
 
         ``ResultNotReady`` while it runs (or if it failed or was cancelled);
         ``OperationGone`` once deleted or expired."""
-        return await self._fetch_result(operation_id, self._operation_url(operation_id) + "/result")
+        return await self._session.fetch_result(
+            operation_id, self._session.operation_url(operation_id) + "/result"
+        )
 
     async def cancel(self, operation_id: str) -> Operation:
         """Ask a queued or running operation to stop; returns its ``cancelling`` (or already
@@ -228,10 +199,12 @@ class AsyncClient:
         operation = await self.get(operation_id)
         if operation.is_terminal:
             raise AlreadyFinished(operation)
-        response = await self._send("DELETE", self._operation_url(operation_id), idempotent=True)
+        response = await self._session.send(
+            "DELETE", self._session.operation_url(operation_id), idempotent=True
+        )
         if response.status_code == 202 and response.content:
             try:
-                return Operation.from_json(self._json(response))
+                return Operation.from_json(json_object(response))
             except ProtocolError:
                 pass
         return await self.get(operation_id)
@@ -240,22 +213,26 @@ class AsyncClient:
         """``DELETE`` the operation, as the API defines it: a running one is cancelled (its
         ``cancelling`` document is returned); a finished one has its output deleted and its
         status answers ``410`` from now on (``None`` is returned)."""
-        response = await self._send("DELETE", self._operation_url(operation_id), idempotent=True)
+        response = await self._session.send(
+            "DELETE", self._session.operation_url(operation_id), idempotent=True
+        )
         if response.status_code == 202 and response.content:
-            return Operation.from_json(self._json(response))
+            return Operation.from_json(json_object(response))
         return None
 
     async def delete_result(self, operation_id: str) -> None:
         """Delete only the result; the operation's status and history stay."""
-        await self._send("DELETE", self._operation_url(operation_id) + "/result", idempotent=True)
+        await self._session.send(
+            "DELETE", self._session.operation_url(operation_id) + "/result", idempotent=True
+        )
 
     async def kinds(self) -> Any:
         """The registered operation kinds, with descriptions and params schemas."""
-        response = await self._send("GET", self._url("/kinds"), idempotent=True)
+        response = await self._session.send("GET", self._session.url_of("/kinds"), idempotent=True)
         body = response.json()
         return body.get("items", body) if isinstance(body, dict) else body
 
-    # -- watch: the catch-up subscription ----------------------------------------------------
+    # -- watch and wait: the long-running loops, kept in ``watch`` -------------------------
 
     async def watch(self, operation_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
         """Every event of the operation after ``after``, each exactly once, in ``seq`` order,
@@ -267,128 +244,10 @@ class AsyncClient:
         server restarts it reconnects with ``Last-Event-ID`` and backoff, and carries on from
         the last event yielded, so the caller never notices.
         """
-        buffer = SeqBuffer(after)
-        failures = 0
-        trouble_since: float | None = None
-        while True:
-            try:
-                async with self._stream(operation_id, buffer.cursor) as source:
-                    if source is None:
-                        return  # 204: the cursor is already at the terminal event
-                    trouble_since = None
-                    async with aclosing(self._catch_up(source, buffer, operation_id)) as events:
-                        async for event in events:
-                            failures = 0
-                            yield event
-                            if event.is_terminal:
-                                return
-                reason = "the stream ended before the operation did"
-            except (httpx.TransportError, ServerUnavailable, ServerError) as exc:
-                reason = _describe(exc) if isinstance(exc, httpx.TransportError) else str(exc)
-            failures += 1
-            now = time.monotonic()
-            trouble_since = trouble_since or now
-            if self._reconnect_for is not None and now - trouble_since > self._reconnect_for:
-                raise ServerUnavailable(self.url, reason)
-            delay = self._backoff.delay(failures)
-            logger.info(
-                "operation %s: %s; reconnecting from seq %d in %.2f s",
-                operation_id,
-                reason,
-                buffer.cursor,
-                delay,
-            )
-            await asyncio.sleep(delay)
-
-    async def _catch_up(
-        self, source: EventSource, buffer: SeqBuffer, operation_id: str
-    ) -> AsyncGenerator[Event, None]:
-        """What one connection releases: the store's history after the cursor (while the
-        subscribed stream waits in its buffer), then the live frames, merged by ``seq``."""
-        async with aclosing(self._pages(operation_id, buffer.cursor, REPLAY_PAGE)) as pages:
-            async for page in pages:
-                for event in buffer.offer_from_store(page):
-                    yield event
-        async with aclosing(source.aiter_sse()) as frames:
-            async for sse in frames:
-                arrived = self._event_of(sse.event, sse.data, operation_id)
-                if arrived is None:
-                    continue
-                released = buffer.offer([arrived])
-                if buffer.has_gap:
-                    logger.debug(
-                        "operation %s: gap after seq %d, reading the store",
-                        operation_id,
-                        buffer.cursor,
-                    )
-                    async for page in self._pages(operation_id, buffer.cursor, REPLAY_PAGE):
-                        released += buffer.offer_from_store(page)
-                for event in released:
-                    yield event
-
-    @asynccontextmanager
-    async def _stream(self, operation_id: str, cursor: int) -> AsyncIterator[EventSource | None]:
-        headers = {
-            "Accept": "text/event-stream",
-            "Cache-Control": "no-store",
-            "Last-Event-ID": str(cursor),
-        }
-        url = self._operation_url(operation_id) + "/events/stream"
-        timeout = httpx.Timeout(self._timeout, read=STREAM_READ_TIMEOUT)
-        async with self._http.stream(
-            "GET", url, params={"after": cursor}, headers=headers, timeout=timeout
-        ) as response:
-            if response.status_code == 204:
-                yield None
-                return
-            if response.status_code >= 400:
-                await response.aread()
-                raise problem_from_response(response)
-            media = response.headers.get("content-type", "").partition(";")[0].strip()
-            if media != "text/event-stream":
-                raise ProtocolError(f"expected an event stream from {url}, got {media!r}")
-            yield EventSource(response)
-
-    @staticmethod
-    def _event_of(frame: str, data: str, operation_id: str) -> Event | None:
-        """The durable event a frame carries, or ``None`` for a control frame.
-
-        A ``snapshot`` (the cursor was older than the kept history) needs nothing here: the
-        replay that follows every (re)connection finds the history's new start in the store.
-        """
-        if frame in ("snapshot", "reset") or not data:
-            return None
-        try:
-            payload = json.loads(data)
-        except ValueError as exc:
-            raise ProtocolError(f"undecodable event frame: {data[:80]!r}") from exc
-        if not isinstance(payload, dict) or "seq" not in payload:
-            return None
-        event = event_from_json(payload)
-        return event if event.operation_id == operation_id else None
-
-    async def _pages(
-        self, operation_id: str, after: int, page_size: int | None = None
-    ) -> AsyncGenerator[builtins.list[Event], None]:
-        url: str | httpx.URL = self._operation_url(operation_id) + "/events"
-        first: dict[str, int] = {"after": after}
-        if page_size is not None:
-            first["limit"] = page_size
-        params: dict[str, int] | None = first
-        while True:
-            response = await self._send("GET", url, params=params, idempotent=True)
-            body = response.json()
-            if not isinstance(body, builtins.list):
-                raise ProtocolError(f"expected a JSON array of events from {response.url}")
-            page = [event_from_json(item) for item in body]
-            if page:
-                yield page
-            following = response.links.get("next", {}).get("url")
-            if not following or not page:
-                return
-            url, params = response.url.join(following), None
-
-    # -- wait: polite polling ----------------------------------------------------------------
+        events = loops.watch(self._session, operation_id, after, reconnect_for=self._reconnect_for)
+        async with aclosing(events) as stream:
+            async for event in stream:
+                yield event
 
     async def wait(
         self,
@@ -408,108 +267,4 @@ class AsyncClient:
         ``OperationFailed`` or ``OperationCancelled`` if it ended otherwise, ``WaitTimeout``
         after ``timeout`` seconds (the operation keeps running).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        url = self._operation_url(operation_id)
-        etag: str | None = None
-        pause = DEFAULT_POLL_INTERVAL
-        while True:
-            hold = max(0, min(long_poll, MAX_LONG_POLL_SECONDS))
-            if deadline is not None:
-                hold = min(hold, int(max(0.0, deadline - time.monotonic())))
-            response = await self._send(
-                "GET",
-                url,
-                params={"wait": hold} if hold >= 1 else None,
-                headers={"If-None-Match": etag} if etag else None,
-                idempotent=True,
-                request_timeout=httpx.Timeout(self._timeout + hold),
-            )
-            if response.status_code == 303:
-                location = response.headers.get("location") or f"{url}/result"
-                return await self._fetch_result(operation_id, response.url.join(location))
-            if response.status_code == 200:
-                operation = Operation.from_json(self._json(response))
-                if operation.status == "failed":
-                    raise OperationFailed(operation)
-                if operation.status == "cancelled":
-                    raise OperationCancelled(operation)
-                if operation.status == "succeeded":
-                    return await self.result(operation_id)
-                etag = response.headers.get("etag") or etag
-            pause = parse_retry_after(response.headers.get("retry-after"), default=pause)
-            if deadline is not None and time.monotonic() + pause >= deadline:
-                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-                raise WaitTimeout(operation_id, timeout or 0.0)
-            await asyncio.sleep(pause)
-
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _url(self, path: str) -> str:
-        return self.url + path
-
-    def _operation_url(self, operation_id: str) -> str:
-        return self._url("/operations/" + quote(operation_id, safe=""))
-
-    async def _fetch_result(self, operation_id: str, url: str | httpx.URL) -> Result:
-        response = await self._send("GET", url, idempotent=True, accept="*/*")
-        return Result(
-            operation_id=operation_id,
-            content=response.content,
-            content_type=response.headers.get("content-type", "application/octet-stream"),
-        )
-
-    @staticmethod
-    def _json(response: httpx.Response) -> JsonObject:
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise ProtocolError(f"expected JSON from {response.url}") from exc
-        if not isinstance(body, dict):
-            raise ProtocolError(f"expected a JSON object from {response.url}")
-        return body
-
-    async def _send(
-        self,
-        method: str,
-        url: str | httpx.URL,
-        *,
-        idempotent: bool,
-        params: Mapping[str, str | int] | None = None,
-        json: JsonObject | None = None,
-        headers: Mapping[str, str] | None = None,
-        request_timeout: httpx.Timeout | None = None,
-        accept: str | None = None,
-    ) -> httpx.Response:
-        """One request, retried while that is safe; error answers become exceptions."""
-        all_headers = dict(headers or {})
-        if accept is not None:
-            all_headers["Accept"] = accept
-        failures = 0
-        while True:
-            try:
-                response = await self._http.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    headers=all_headers,
-                    timeout=request_timeout or httpx.USE_CLIENT_DEFAULT,
-                )
-            except httpx.TransportError as exc:
-                failures += 1
-                if failures >= self._retries or not (idempotent or _not_sent(exc)):
-                    raise ServerUnavailable(self.url, _describe(exc)) from exc
-                await asyncio.sleep(self._backoff.delay(failures))
-                continue
-            status = response.status_code
-            if status in RETRYABLE_STATUSES and idempotent and failures + 1 < self._retries:
-                failures += 1
-                hint = response.headers.get("retry-after")
-                default = self._backoff.delay(failures)
-                await asyncio.sleep(
-                    min(self._backoff.maximum, parse_retry_after(hint, default=default))
-                )
-                continue
-            if status >= 400:
-                raise problem_from_response(response)
-            return response
+        return await loops.wait(self._session, operation_id, timeout=timeout, long_poll=long_poll)

@@ -14,13 +14,11 @@ import contextlib
 import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
-import httpx
-
-from opstream.app.client.aio import LONG_POLL_SECONDS, AsyncClient
+from opstream.app.client.aio import AsyncClient, ClientOptions
 from opstream.app.client.models import Operation, Result
-from opstream.app.client.recipe import Backoff
+from opstream.app.client.watch import LONG_POLL_SECONDS
 from opstream.events.model import Event
 
 T = TypeVar("T")
@@ -35,35 +33,16 @@ class Client:
     Use it as ``with Client() as client: ...`` or call ``close()``.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        timeout: float = 10.0,
-        retries: int = 3,
-        backoff: Backoff | None = None,
-        reconnect_for: float | None = 300.0,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        token: str | None = None,
-    ) -> None:
+    def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
+        # First, so that a wrong argument raises before a loop thread is started for nothing.
+        self._async = AsyncClient(url, **options)
+        self.url = self._async.url
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="opstream-client", daemon=True
         )
         self._thread.start()
         self._closed = False
-        self._async = AsyncClient(
-            url,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            reconnect_for=reconnect_for,
-            headers=headers,
-            transport=transport,
-            token=token,
-        )
-        self.url = self._async.url
 
     def __enter__(self) -> Client:
         return self
