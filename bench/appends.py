@@ -29,7 +29,8 @@ from opstream.app.runtime.context import Context
 from opstream.events import model as m
 from opstream.events.codec import dump_operation
 from opstream.events.fold import Operation
-from opstream.events.sqlite.store import EVENT_COLUMNS, HEAD_SQL, INDEX_EVERY, SCHEMA, SQLiteStore
+from opstream.events.sqlite.schema import SCHEMA
+from opstream.events.sqlite.store import EVENT_COLUMNS, HEAD_SQL, INDEX_EVERY, SQLiteStore
 from opstream.events.store import Lease
 
 OPERATIONS = 64
