@@ -12,15 +12,17 @@ process announces its commits in position order. Across processes:
   ``plan_append`` decides what the append means; claims and lease recovery take rows with
   ``FOR UPDATE SKIP LOCKED``, so competing workers never wait on each other. A batch the
   writer can plan from what its own commits left behind is instead written by one statement
-  that locks the rows and checks that memory before it writes (``pgbatch``): one round trip.
+  that locks the rows and checks that memory before it writes (``batch``): one round trip.
 - Every appending transaction sends ``NOTIFY``; one ``LISTEN`` connection per process backs
   ``wait_for_change``. A lost notification only delays: callers poll the head as well.
 - Times (``happenedAt``, lease expiry) come from the database clock, so leases mean the same
   on every host whatever their clocks say (a batch written in one statement is stamped with
-  the clock its writer last read, carried forward: ``pgbatch.DbClock``).
+  the clock its writer last read, carried forward: ``batch.DbClock``).
 
 The schema is versioned (``opstream_migrations``) and migrated on ``open()`` under a
-transaction-scoped advisory lock, so many processes may start at once.
+transaction-scoped advisory lock, so many processes may start at once (``schema``). This
+module is the class, its lifecycle, the LISTEN connection and the reads; the writer is
+``writer``, its SQL for a batch ``batch``, the sweeper's steps ``retention``.
 """
 
 from __future__ import annotations

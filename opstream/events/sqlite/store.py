@@ -5,6 +5,9 @@ up while a commit is in flight are written together in the next transaction, so 
 concurrent operations share one fsync and durability stays cheap. Reads use their own
 connection; WAL lets them run beside the writer. Several processes may share the file
 (``BEGIN IMMEDIATE`` with a busy timeout); ``wait_for_change`` notices their commits.
+
+This module is the class, its lifecycle and its reads; the writer is ``writer``, the SQL
+``queries``, the tables ``schema``, the sweeper's transaction ``retention``.
 """
 
 from __future__ import annotations
