@@ -27,9 +27,12 @@ import orjson
 from bench.common import Report, fmt, median, new_dir
 from opstream.app.runtime.context import Context
 from opstream.events import model as m
+from opstream.events.base.rows import EVENT_COLUMNS
 from opstream.events.codec import dump_operation
 from opstream.events.fold import Operation
-from opstream.events.sqlite.store import EVENT_COLUMNS, HEAD_SQL, INDEX_EVERY, SCHEMA, SQLiteStore
+from opstream.events.sqlite import SQLiteStore
+from opstream.events.sqlite.queries import HEAD_SQL, INDEX_EVERY
+from opstream.events.sqlite.schema import SCHEMA
 from opstream.events.store import Lease
 
 OPERATIONS = 64

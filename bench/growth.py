@@ -16,12 +16,9 @@ import uvloop
 from bench.common import Report, new_dir, opstream_server, percentile
 from bench.seed import copy_id, seed
 from opstream.events import model as m
-from opstream.events.sqlite.store import (
-    EVENT_COLUMNS,
-    OPERATION_EVENTS,
-    OPERATION_FEED,
-    SQLiteStore,
-)
+from opstream.events.base.rows import EVENT_COLUMNS
+from opstream.events.sqlite import SQLiteStore
+from opstream.events.sqlite.queries import OPERATION_EVENTS, OPERATION_FEED
 
 EVENTS_PER_OPERATION = 10
 

@@ -17,7 +17,7 @@ import orjson
 
 from bench.common import Report, fmt, median, new_dir, opstream_server, remote_result, spawn
 from bench.seed import TEMPLATE, seed
-from opstream.events.sqlite.store import EVENT_COLUMNS
+from opstream.events.base.rows import EVENT_COLUMNS
 
 EVENTS = 100_000
 PAGE = 1000

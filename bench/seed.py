@@ -14,7 +14,8 @@ from pathlib import Path
 import uvloop
 
 from opstream.events import model as m
-from opstream.events.sqlite.store import EVENT_COLUMNS, SQLiteStore
+from opstream.events.base.rows import EVENT_COLUMNS
+from opstream.events.sqlite import SQLiteStore
 
 TEMPLATE = "op_0TEMPLATE0000000000000000"
 KIND = "bench.ticker"

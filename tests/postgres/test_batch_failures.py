@@ -11,10 +11,11 @@ import asyncpg
 import pytest
 
 from opstream.events import model as m
+from opstream.events.base.writes import creation, outcome_of
 from opstream.events.errors import StoreError
-from opstream.events.postgres.store import UNKNOWN_OUTCOME, PostgresStore
+from opstream.events.postgres import PostgresStore
+from opstream.events.postgres.failures import UNKNOWN_OUTCOME
 from opstream.events.store import Appended
-from opstream.events.writes import creation, outcome_of
 from tests.postgres.test_batch_writes import KIND, note, two_stores
 from tests.store.backends import postgres_url
 

@@ -12,7 +12,8 @@ import pytest
 
 from opstream.events import model as m
 from opstream.events.errors import StoreError
-from opstream.events.postgres.store import MIGRATIONS, PostgresStore
+from opstream.events.postgres import PostgresStore
+from opstream.events.postgres.schema import MIGRATIONS
 from opstream.events.store import Retention
 from tests.store.backends import postgres_url
 

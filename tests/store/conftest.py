@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from opstream.events.sqlite import SQLiteStore
-from opstream.events.sqlite import store as sqlite
+from opstream.events.sqlite import queries as sqlite
 from opstream.events.store import EventStore
 
 from .backends import postgres_store_factory

@@ -13,8 +13,9 @@ import pytest
 
 from opstream.events import model as m
 from opstream.events.errors import StoreError
-from opstream.events.sqlite import store as sqlite
-from opstream.events.sqlite.store import MIGRATIONS, SCHEMA, SQLiteStore
+from opstream.events.sqlite import SQLiteStore
+from opstream.events.sqlite import queries as sqlite
+from opstream.events.sqlite.schema import MIGRATIONS, SCHEMA
 from opstream.events.store import Idempotency, Retention
 
 KIND = "demo.countdown"

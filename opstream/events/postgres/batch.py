@@ -23,6 +23,7 @@ head it finds (``shift``) so that a batch never waits for the counter before it 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,8 @@ import orjson
 
 from opstream.events import model as m
 from opstream.events.append_rules import Current
+from opstream.events.base.writes import Append, Batch
 from opstream.events.codec import dump_details, dump_operation
-from opstream.events.writes import Batch
 
 # The database clock in microseconds: finer than the milliseconds events carry, so that the
 # writer's estimate of it (``DbClock``) does not inherit a rounding error.
@@ -115,13 +116,14 @@ _ANSWER = (
     "pg_notify({0}, h.position::text) FROM head h\n"
 )
 # Locks the operation rows a batch appends to, in id order, and reads the clock (one row
-# with NULL columns when there is none of them).
+# with NULL columns when there is none of them). The operation columns come first, in the
+# order ``rows.current_of`` decodes.
 LOCK_OPERATIONS = f"""
 WITH locked AS MATERIALIZED (
     SELECT id, state, lease_owner, lease_expires_at FROM opstream_operations
     WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE
 )
-SELECT {NOW_US} AS now_us, l.* FROM (VALUES (true)) AS one (x) LEFT JOIN locked l ON true
+SELECT l.*, {NOW_US} AS now_us FROM (VALUES (true)) AS one (x) LEFT JOIN locked l ON true
 """
 
 Version = tuple[int | None, str | None, int | None]
@@ -237,6 +239,45 @@ def _results(batch: Batch) -> tuple[list[tuple[str, str, bytes]], list[str]]:
     return list(last.values()), deleted
 
 
+# Batches sent as one statement each that may await their commit at once, each on a
+# connection of its own: while the database commits one, the writer answers the callers of
+# the one before and plans the next.
+MAX_IN_FLIGHT = 2
+# A batch is split in two for that only if each half would have this many operations:
+# below that, a statement's own cost outweighs what the overlap saves.
+MIN_HALF = 32
+
+
+@dataclass
+class Sent:
+    """A batch whose statement is on its way: answered once it has committed."""
+
+    jobs: list[Append]
+    batch: Batch
+    planned: dict[str, Version]
+    currents: dict[str, Current]  # the operations after it
+    connection: int
+    reply: asyncio.Future[Any]
+    # The highest position answered when it was sent: it commits after those, so its
+    # positions are above. Two batches in flight may commit in either order (each takes the
+    # head when its statement gets there), so a batch's events are announced only once
+    # every batch in flight has a floor at or above them.
+    floor: int
+
+
+def halves(jobs: list[Append]) -> list[list[Append]]:
+    """``jobs`` in two batches with no operation in both (each keeps its appends' order),
+    to be committed one after the other while the writer answers the first's callers."""
+    operations = list(dict.fromkeys(job.operation_id for job in jobs))
+    if len(operations) < 2 * MIN_HALF:
+        return [jobs]
+    first = set(operations[: len(operations) // 2])
+    return [
+        [job for job in jobs if job.operation_id in first],
+        [job for job in jobs if job.operation_id not in first],
+    ]
+
+
 @dataclass
 class DbClock:
     """The database clock as last read, carried forward by this process's monotonic clock,
@@ -280,4 +321,13 @@ class DbClock:
         return self._last_ms
 
 
-__all__ = ["LOCK_OPERATIONS", "DbClock", "Version", "version", "write_statement"]
+__all__ = [
+    "LOCK_OPERATIONS",
+    "MAX_IN_FLIGHT",
+    "DbClock",
+    "Sent",
+    "Version",
+    "halves",
+    "version",
+    "write_statement",
+]

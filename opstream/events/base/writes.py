@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,3 +207,9 @@ async def outcome_of(future: asyncio.Future[Any] | None) -> Any:
     """What the writer answered a caller's write."""
     assert future is not None, "a caller's write always has a future"
     return await future
+
+
+def refuse(jobs: Iterable[Append], exc: BaseException) -> None:
+    """Answer appends that were certainly not committed (their transaction rolled back)."""
+    for job in jobs:
+        settle(job.future, StoreError(f"append not committed: {exc}"))

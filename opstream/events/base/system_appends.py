@@ -1,0 +1,89 @@
+"""The appends a store makes on its own account, decided once for both backends.
+
+A claim starts a queued operation's next attempt under a worker's lease; a recovery settles
+an operation whose worker stopped renewing its lease (``recovery.recovery_events``); an
+expiry marks a finished operation past its result period. Each backend finds the operations
+(its SQL, its locks) and writes the appends in its own transaction; what the appends are and
+what their outcomes mean is decided here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from opstream.events import model as m
+from opstream.events.append_rules import Current
+from opstream.events.base.writes import Append, Outcome
+from opstream.events.errors import OpstreamError
+from opstream.events.recovery import recovery_events
+from opstream.events.store import Appended, Lease
+
+log = logging.getLogger(__name__)
+
+
+def claim(current: Current, owner: str, lease_expires_at: int) -> Append:
+    """The append that hands the queued operation ``current`` to ``owner``."""
+    operation = current.operation
+    started = m.NewEvent(m.OPERATION_STARTED, "started", {"attempt": operation.attempt + 1})
+    return Append(operation.id, [started], claim=(owner, lease_expires_at))
+
+
+def claimed(outcomes: list[Outcome]) -> Appended:
+    """A claim's one outcome; a refusal (cannot happen under the row's lock) is raised."""
+    [(_, outcome)] = outcomes
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def recoveries(currents: Iterable[Current], max_attempts: int) -> list[Append]:
+    """The appends that settle the leased operations ``currents``, under their own leases
+    (so that a worker that renewed meanwhile keeps its operation)."""
+    jobs: list[Append] = []
+    for current in currents:
+        operation = current.operation
+        assert current.lease_owner is not None, "only a leased operation is recovered"
+        lease = Lease(operation.id, current.lease_owner, operation.attempt)
+        jobs.append(Append(operation.id, recovery_events(operation, max_attempts), lease=lease))
+    return jobs
+
+
+def expiries(currents: Iterable[Current]) -> list[Append]:
+    """``OperationExpired`` for each of the finished operations ``currents``."""
+    return [
+        Append(
+            current.operation.id,
+            [m.NewEvent(m.OPERATION_EXPIRED, "expired: the retention period is over")],
+        )
+        for current in currents
+    ]
+
+
+def recovered(outcomes: list[Outcome]) -> list[m.Event]:
+    """The events of the recoveries written (a worker that renewed meanwhile refuses one)."""
+    return [
+        event
+        for _, outcome in outcomes
+        if isinstance(outcome, Appended)
+        for event in outcome.events
+    ]
+
+
+def expired(outcomes: list[Outcome]) -> list[m.Event]:
+    """The events of the expiries written."""
+    events: list[m.Event] = []
+    for job, outcome in outcomes:
+        if isinstance(outcome, OpstreamError):  # cannot happen to a finished operation
+            log.warning("could not expire %s: %s", job.operation_id, outcome)
+            continue
+        events.extend(outcome.events)
+    return events
+
+
+def by_id(currents: Iterable[Current]) -> dict[str, Current]:
+    """``currents`` keyed by operation, as a writer plans appends on them."""
+    return {current.operation.id: current for current in currents}
+
+
+__all__ = ["by_id", "claim", "claimed", "expired", "expiries", "recovered", "recoveries"]
