@@ -84,8 +84,13 @@ def test_watch_exit_status_for_cancelled(server: Server) -> None:
     assert run.status == 3
     assert json_lines(run)[-1]["type"] == "OperationCancelled"
     assert "cancelled" in one_line_error(run)
-    again = run_cli(server.url, "cancel", operation_id)
-    assert again.status == 1 and "already cancelled" in one_line_error(again)
+    again = run_cli(server.url, "cancel", operation_id)  # asking again is safe: no error
+    assert again.status == 0 and f"{operation_id} cancelled" in again.stderr
+    done = submit(server, "demo.countdown", "--param", "steps=1", "--param", "intervalMs=1")
+    assert run_cli(server.url, "watch", done).status == 0
+    refused = run_cli(server.url, "cancel", done)
+    assert refused.status == 1 and "already succeeded" in one_line_error(refused)
+    assert run_cli(server.url, "result", done).status == 0, "its result is kept"
 
 
 def test_events_after_and_follow(server: Server) -> None:

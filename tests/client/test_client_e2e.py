@@ -18,6 +18,7 @@ from opstream.app.client import (
     OperationFailed,
     OperationGone,
     OperationNotFound,
+    PreconditionFailed,
     ResultNotReady,
     ServerUnavailable,
     UnknownKind,
@@ -188,7 +189,11 @@ async def test_result_cancel_delete(server: Server) -> None:
         async with asyncio.timeout(TIMEOUT):
             last = [event async for event in client.watch(running.id)][-1]
         assert last.type == "OperationCancelled"
-        assert await client.delete(running.id) is None  # finished: its output is deleted
+        assert (await client.cancel(running.id)).status == "cancelled"  # asking again: safe
+        ended = await client.get(running.id)
+        with pytest.raises(PreconditionFailed):  # not the state this caller saw: untouched
+            await client.delete(running.id, if_seq=ended.last_event_seq - 1)
+        assert await client.delete(running.id, if_seq=ended.last_event_seq) is None
         with pytest.raises(OperationGone):
             await client.get(running.id)
 

@@ -19,7 +19,7 @@ import httpx
 
 from opstream import __version__
 from opstream.app.client import watch as loops
-from opstream.app.client.errors import AlreadyFinished, ProtocolError
+from opstream.app.client.errors import AlreadyFinished, Conflict
 from opstream.app.client.models import Operation, Result
 from opstream.app.client.recipe import Backoff
 from opstream.app.client.session import (
@@ -191,39 +191,44 @@ class AsyncClient:
         )
 
     async def cancel(self, operation_id: str) -> Operation:
-        """Ask a queued or running operation to stop; returns its ``cancelling`` (or already
-        ``cancelled``) document.
+        """Ask a queued or running operation to stop (``POST …/cancel``); returns its
+        ``cancelling`` (or already ``cancelled``) document.
 
-        Unlike a bare ``DELETE``, this never deletes the output of an operation that has
-        already finished: it raises ``AlreadyFinished`` instead."""
-        operation = await self.get(operation_id)
-        if operation.is_terminal:
-            raise AlreadyFinished(operation)
-        response = await self._session.send(
-            "DELETE", self._session.operation_url(operation_id), idempotent=True
-        )
-        if response.status_code == 202 and response.content:
-            try:
-                return Operation.from_json(json_object(response))
-            except ProtocolError:
-                pass
-        return await self.get(operation_id)
+        Never deletes anything, so it is retried like a read: an operation that has already
+        succeeded or failed raises ``AlreadyFinished``, its output untouched."""
+        url = self._session.operation_url(operation_id) + "/cancel"
+        try:
+            response = await self._session.send("POST", url, idempotent=True)
+        except Conflict as exc:
+            raise AlreadyFinished(await self.get(operation_id)) from exc
+        return Operation.from_json(json_object(response))
 
-    async def delete(self, operation_id: str) -> Operation | None:
+    async def delete(self, operation_id: str, *, if_seq: int | None = None) -> Operation | None:
         """``DELETE`` the operation, as the API defines it: a running one is cancelled (its
         ``cancelling`` document is returned); a finished one has its output deleted and its
-        status answers ``410`` from now on (``None`` is returned)."""
+        status answers ``410`` from now on (``None`` is returned).
+
+        With ``if_seq`` (an operation's ``last_event_seq``), only if it has not moved on since:
+        ``PreconditionFailed`` otherwise. Only then is a lost answer retried — without it a
+        retry could delete the output of the operation the first attempt cancelled."""
         response = await self._session.send(
-            "DELETE", self._session.operation_url(operation_id), idempotent=True
+            "DELETE",
+            self._session.operation_url(operation_id),
+            idempotent=if_seq is not None,
+            headers=_if_match(if_seq),
         )
         if response.status_code == 202 and response.content:
             return Operation.from_json(json_object(response))
         return None
 
-    async def delete_result(self, operation_id: str) -> None:
-        """Delete only the result; the operation's status and history stay."""
+    async def delete_result(self, operation_id: str, *, if_seq: int | None = None) -> None:
+        """Delete only the result; the operation's status and history stay. ``if_seq`` as
+        for ``delete``."""
         await self._session.send(
-            "DELETE", self._session.operation_url(operation_id) + "/result", idempotent=True
+            "DELETE",
+            self._session.operation_url(operation_id) + "/result",
+            idempotent=True,
+            headers=_if_match(if_seq),
         )
 
     async def kinds(self) -> Any:
@@ -268,3 +273,8 @@ class AsyncClient:
         after ``timeout`` seconds (the operation keeps running).
         """
         return await loops.wait(self._session, operation_id, timeout=timeout, long_poll=long_poll)
+
+
+def _if_match(seq: int | None) -> dict[str, str]:
+    """The ``If-Match`` that makes a DELETE conditional on the operation's seq."""
+    return {} if seq is None else {"If-Match": f'"{seq}"'}

@@ -122,6 +122,11 @@ class Conflict(ProblemError):
     """``409``: the resource is not in a state that allows this."""
 
 
+class PreconditionFailed(ProblemError):
+    """``412``: the operation moved past the seq a conditional DELETE named; nothing was
+    changed."""
+
+
 class ResultNotReady(Conflict):
     """``409``: the operation has no result (yet): it is still running, failed or was
     cancelled."""
@@ -200,6 +205,7 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
     404: OperationNotFound,
     409: Conflict,
     410: OperationGone,
+    412: PreconditionFailed,
     413: PayloadTooLarge,
     422: InvalidParams,
 }

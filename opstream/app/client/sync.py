@@ -118,13 +118,13 @@ class Client:
         """See ``AsyncClient.cancel``."""
         return self._call(self._async.cancel(operation_id))
 
-    def delete(self, operation_id: str) -> Operation | None:
+    def delete(self, operation_id: str, *, if_seq: int | None = None) -> Operation | None:
         """See ``AsyncClient.delete``."""
-        return self._call(self._async.delete(operation_id))
+        return self._call(self._async.delete(operation_id, if_seq=if_seq))
 
-    def delete_result(self, operation_id: str) -> None:
+    def delete_result(self, operation_id: str, *, if_seq: int | None = None) -> None:
         """See ``AsyncClient.delete_result``."""
-        self._call(self._async.delete_result(operation_id))
+        self._call(self._async.delete_result(operation_id, if_seq=if_seq))
 
     def kinds(self) -> Any:
         """See ``AsyncClient.kinds``."""

@@ -117,7 +117,15 @@ export function operationEvents(id, after = 0, limit = 1000) {
   return json(`/operations/${encodeURIComponent(id)}/events?after=${after}&limit=${limit}`);
 }
 
-/** Cancel (202) a running or queued operation, or delete (204) a finished one's output. */
+/**
+ * Ask a queued or running operation to stop. The cancel resource never deletes anything: an
+ * operation that finished first answers 409, and its result stays.
+ */
+export function cancelOperation(id) {
+  return json(`/operations/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+}
+
+/** Delete (204) a finished operation's output (the Delete button shows only once it has ended). */
 export async function deleteOperation(id) {
   const response = await request(`/operations/${encodeURIComponent(id)}`, { method: "DELETE" });
   return { status: response.status, body: response.status === 204 ? null : await response.json().catch(() => null) };

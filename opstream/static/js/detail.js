@@ -331,7 +331,7 @@ export class DetailView {
     if (!this.doc) return;
     this.el.cancel.disabled = true;
     try {
-      await api.deleteOperation(this.doc.id);
+      await api.cancelOperation(this.doc.id);
       toast("Cancellation requested");
     } catch (error) {
       toast(`Could not cancel: ${error.message}`, { error: true });
