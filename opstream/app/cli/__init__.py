@@ -1,2 +1,2 @@
-"""The ``opstream`` command line: ``serve``, ``worker`` and ``migrate`` (``main``), and the
-client commands (``client_commands``)."""
+"""The ``opstream`` command line: ``serve``, ``worker`` and ``migrate`` in ``main``; the
+client commands registered by ``client_commands`` and run by ``commands`` and ``watching``."""
