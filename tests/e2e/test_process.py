@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess, WorkerProcess
+from tests.e2e.helpers import start, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -47,24 +48,14 @@ def exit_status(proc: subprocess.Popen[bytes] | None, log: Callable[[], str]) ->
         pytest.fail(f"the process ran on without its background task: {log()}")
 
 
-def run(server: ServerProcess, kind: str, params: dict[str, str]) -> dict[str, object]:
-    created = httpx.post(f"{server.url}/operations", json={"kind": kind, "params": params})
-    assert created.status_code == 202, created.text
-    operation_id = created.json()["id"]
-    status = httpx.get(f"{server.url}/operations/{operation_id}?wait=20", timeout=30)
-    document: dict[str, object] = status.json()
-    if document["status"] in ("queued", "running"):
-        status = httpx.get(f"{server.url}/operations/{operation_id}?wait=20", timeout=30)
-        document = status.json()
-    return document
-
-
 def test_a_worker_process_does_not_load_the_web_framework(tmp_path: Path) -> None:
     server = api_only(tmp_path)
     worker = worker_on(server, tmp_path)
     try:
         listing = tmp_path / "modules.txt"
-        document = run(server, "probe.modules", {"path": str(listing)})
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            probe = start(client, "probe.modules", {"path": str(listing)})
+            document = wait_terminal(client, probe)
         assert document["status"] == "succeeded", document
         loaded = set(listing.read_text().split())
         assert "opstream.app.runtime.worker" in loaded  # the probe ran in the worker
@@ -81,10 +72,8 @@ def test_a_server_whose_background_task_ends_exits_1(tmp_path: Path, task: str) 
     env = {"OPSTREAM_HANDLERS": PROBES}
     server = ServerProcess(database=tmp_path / "opstream.db", env=env).start()
     try:
-        httpx.post(
-            f"{server.url}/operations",
-            json={"kind": "probe.cancel_task", "params": {"task": task}},
-        )
+        with httpx.Client(base_url=server.url) as client:
+            start(client, "probe.cancel_task", {"task": task})
         assert exit_status(server.proc, server.log) == 1, server.log()
         assert f"background task {task} was cancelled; stopping the process" in server.log()
     finally:
@@ -95,11 +84,8 @@ def test_a_worker_whose_background_task_ends_exits_1(tmp_path: Path) -> None:
     server = api_only(tmp_path)
     worker = worker_on(server, tmp_path)
     try:
-        created = httpx.post(
-            f"{server.url}/operations",
-            json={"kind": "probe.cancel_task", "params": {"task": "opstream-hub"}},
-        )
-        assert created.status_code == 202, created.text
+        with httpx.Client(base_url=server.url) as client:
+            start(client, "probe.cancel_task", {"task": "opstream-hub"})
         assert exit_status(worker.proc, worker.log) == 1, worker.log()
         assert "background task opstream-hub was cancelled" in worker.log()
     finally:

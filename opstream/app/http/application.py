@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -46,7 +45,6 @@ from opstream.app.runtime.settings import Settings
 from opstream.events.projection_cache import ProjectionCache
 from opstream.events.store import EventStore
 
-log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 STATIC = Path(__file__).resolve().parents[2] / "static"
 

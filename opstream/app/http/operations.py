@@ -269,11 +269,7 @@ async def cancel_operation(request: Request) -> Response:
             return json_response(operation_document(op), 200, {"ETag": etag(op)})
         return events
 
-    def answer(op: Operation, appended: Appended) -> Response:
-        done = appended.operation
-        return json_response(operation_document(done), 202, {"ETag": etag(done)})
-
-    return await append_unless_moved(request, decide, answer)
+    return await append_unless_moved(request, decide, _cancellation_accepted)
 
 
 async def delete_operation(request: Request) -> Response:
@@ -294,10 +290,15 @@ async def delete_operation(request: Request) -> Response:
     def answer(op: Operation, appended: Appended) -> Response:
         if op.is_terminal:
             return Response(status_code=204)
-        done = appended.operation
-        return json_response(operation_document(done), 202, {"ETag": etag(done)})
+        return _cancellation_accepted(op, appended)
 
     return await append_unless_moved(request, decide, answer)
+
+
+def _cancellation_accepted(op: Operation, appended: Appended) -> Response:
+    """``202`` with the document the cancellation left (``cancelling``, or ``cancelled``)."""
+    done = appended.operation
+    return json_response(operation_document(done), 202, {"ETag": etag(done)})
 
 
 def _require_present(op: Operation) -> None:
