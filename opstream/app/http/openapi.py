@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from opstream import __version__
+from opstream.app.http.openapi_leases import LEASE_PATHS
 from opstream.app.runtime.kinds import Kind
 from opstream.events.fold import STATUSES
 
@@ -405,7 +406,7 @@ def openapi_document(kinds: Iterable[Kind] = ()) -> dict[str, Any]:
             "version": __version__,
             "description": "Long-running operations as event streams.",
         },
-        "paths": PATHS,
+        "paths": {**PATHS, **LEASE_PATHS},
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

@@ -82,7 +82,7 @@ class Engine:
         self.settings = settings
         self.store = store or open_store(settings)
         self.kinds = load_registry(settings)
-        self.tenants = Tenants.load(settings.tokens, settings.tokens_file)
+        self.tenants = Tenants.load(settings.tokens, settings.tokens_file, settings.worker_tokens)
         self.retention = retention
         self.on_failure = on_failure
         self.failed: str | None = None  # the name of the task that ended unexpectedly

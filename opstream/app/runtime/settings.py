@@ -32,6 +32,8 @@ class Settings:
     log_level: str = "info"
     tokens: str = ""
     tokens_file: str = ""
+    worker_tokens: str = field(default="", repr=False)
+    max_result_bytes: int = 16 * 1024 * 1024
     secret: str = ""
     stream_token_seconds: int = 300
     insecure: bool = False
@@ -109,6 +111,7 @@ LOWEST: dict[str, tuple[float, bool]] = {
     "create_rate": (0, True),
     "poll_rate": (0, True),
     "max_streams": (1, False),
+    "max_result_bytes": (1, False),
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -149,6 +152,8 @@ HELP = {
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning, error or critical",
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
+    "worker_tokens": "worker-role tokens (HTTP workers, /leases) as tenant:token,...",
+    "max_result_bytes": "largest result an HTTP worker may upload (PUT /leases/{id}/result)",
     "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
     "secret": "key that signs stream tokens; share it between servers behind one address",
     "stream_token_seconds": "how long a stream token (for URLs) stays valid",

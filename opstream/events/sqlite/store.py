@@ -134,17 +134,20 @@ class SQLiteStore(SQLiteWriter):
 
     # writes beside appends (create and append are the base's)
 
-    async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
+    async def claim(
+        self, owner: str, kinds: Sequence[str], lease_ms: int, *, tenant: str | None = None
+    ) -> Appended | None:
         if not kinds:
             return None
 
         def run(conn: sqlite3.Connection) -> Appended | None:
             marks = ",".join("?" * len(kinds))
+            only_tenant = "" if tenant is None else "AND tenant = ? "
             row = one_now(
                 conn,
                 f"SELECT {OPERATION_COLUMNS} FROM operations WHERE status = ? "
-                f"AND kind IN ({marks}) ORDER BY id LIMIT 1",
-                (QUEUED, *kinds),
+                f"AND kind IN ({marks}) {only_tenant}ORDER BY id LIMIT 1",
+                (QUEUED, *kinds) if tenant is None else (QUEUED, *kinds, tenant),
             )
             if row is None:
                 return None
