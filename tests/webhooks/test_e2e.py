@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from opstream.app.runtime.webhooks import new_secret
+from opstream.app.runtime.signing import new_secret
 from tests.conftest import ServerProcess, WorkerProcess, free_port, start_server
 from tests.e2e.helpers import history
 
@@ -23,8 +23,7 @@ SECRET = new_secret()
 ENV = {
     "OPSTREAM_WEBHOOK_SECRET": SECRET,
     "OPSTREAM_WEBHOOK_ALLOW": "127.0.0.1",
-    "OPSTREAM_WEBHOOK_BACKOFF_SECONDS": "0.2",
-    "OPSTREAM_WEBHOOK_MAX_ATTEMPTS": "20",
+    "OPSTREAM_WEBHOOK_RETRY_SCHEDULE": ",".join(["0.2s"] * 19),  # 20 attempts, quickly
     "OPSTREAM_WEBHOOK_TIMEOUT_SECONDS": "1",  # so a claim's lease is 3 s
     "OPSTREAM_LEASE_SECONDS": "2",
 }
