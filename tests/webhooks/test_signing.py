@@ -162,3 +162,22 @@ def test_serve_refuses_to_start_with_a_short_secret(tmp_path: Path, where: str) 
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert expected in line
+
+
+def test_the_docs_verifier_accepts_a_rollover() -> None:
+    """docs/webhooks.md's verify-by-hand snippet, run on a webhook with two signatures."""
+    text = (Path(__file__).parents[2] / "docs" / "webhooks.md").read_text()
+    [snippet] = [
+        block.split("\n", 1)[1]
+        for block in text.split("```")
+        if block.startswith("python") and "def verify" in block
+    ]
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)
+    docs_verify = namespace["verify"]
+    assert callable(docs_verify)
+    new, old = new_secret(), new_secret()
+    body = b'{"type":"operation.succeeded"}'
+    headers = signed_headers([new, old], body)
+    assert docs_verify(new, headers, body) and docs_verify(old, headers, body)
+    assert not docs_verify(new_secret(), headers, body)
