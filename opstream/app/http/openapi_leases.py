@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from opstream.app.runtime.context import EVENT_TYPE
+from opstream.app.runtime.kinds import KIND_NAME
+
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 TAGS = ["workers"]
 LEASE_ID = {
@@ -44,7 +47,7 @@ HELD = _json(
 REPORTED_EVENT = {
     "type": "object",
     "properties": {
-        "type": {"type": "string", "pattern": "^[A-Z][A-Za-z0-9]{0,63}$"},
+        "type": {"type": "string", "pattern": EVENT_TYPE.pattern},
         "message": {"type": "string"},
         "details": {"type": "object"},
     },
@@ -59,8 +62,13 @@ LEASE_PATHS: dict[str, Any] = {
             "summary": "Claim the oldest queued operation of some kinds (long-poll)",
             "requestBody": _body(
                 {
-                    "kinds": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                    "worker": {"type": "string"},
+                    "kinds": {
+                        "type": "array",
+                        "items": {"type": "string", "pattern": KIND_NAME.pattern},
+                        "minItems": 1,
+                        "maxItems": 100,
+                    },
+                    "worker": {"type": "string", "maxLength": 200},
                     "leaseSeconds": {"type": "number", "minimum": 1, "maximum": 3600},
                     "wait": {"type": "number", "minimum": 0, "maximum": 60},
                 },
@@ -95,7 +103,9 @@ LEASE_PATHS: dict[str, Any] = {
             "operationId": "renewLease",
             "tags": TAGS,
             "summary": "Renew the lease",
-            "requestBody": _body({"leaseSeconds": {"type": "number", "minimum": 1}}),
+            "requestBody": _body(
+                {"leaseSeconds": {"type": "number", "minimum": 1, "maximum": 3600}}
+            ),
             "responses": {"200": HELD, **LEASE_PROBLEMS},
         },
         "delete": {
@@ -143,7 +153,10 @@ LEASE_PATHS: dict[str, Any] = {
                     "result": {},
                     "error": {
                         "type": "object",
-                        "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                        "properties": {
+                            "type": {"type": "string", "pattern": EVENT_TYPE.pattern},
+                            "message": {"type": "string"},
+                        },
                     },
                     "retry": {"type": "boolean"},
                 },
