@@ -181,7 +181,20 @@ def _event(item: Any, index: int) -> m.NewEvent:
     if type_ == m.PROGRESS_UPDATED:
         details = _progress(details, where)
         message = message or f"{details['percent']:g}%"
-    return m.NewEvent(type_, one_line(message, MAX_MESSAGE), details)
+    return m.NewEvent(type_, _one_line(message), details)
+
+
+def _one_line(message: str) -> str:
+    """``one_line``, skipped for what it would leave as it is (most messages: short,
+    printable ASCII, single spaces), as a report carries up to a thousand of them."""
+    plain = (
+        len(message) <= MAX_MESSAGE
+        and message.isascii()
+        and message.isprintable()
+        and "  " not in message
+        and message == message.strip()
+    )
+    return message if plain else one_line(message, MAX_MESSAGE)
 
 
 def _progress(details: dict[str, Any], where: str) -> dict[str, Any]:

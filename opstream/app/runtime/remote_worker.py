@@ -61,7 +61,13 @@ class LeaseChannel:
             ],
             "expectedSeq": self.last_seq,
         }
-        response = await send(self.http, "POST", f"/leases/{self.lease_id}/events", json=body)
+        response = await send(
+            self.http,
+            "POST",
+            f"/leases/{self.lease_id}/events",
+            content=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
         if response.status_code == 409:
             problem = response.json()
             if problem.get("type", "").endswith(":seq-conflict"):
