@@ -114,6 +114,18 @@ def test_a_whole_attempt_claim_report_result_outcome(api: ServerProcess) -> None
             assert refused.json()["type"].endswith(":lease-lost")
         assert len(history(client, operation_id)) == len(types)
 
+        # A lease id for an operation that never existed holds nothing either.
+        unknown = "op_00000000000000000000000000.1." + "x" * 32
+        for method, path, body in [
+            ("POST", f"/leases/{unknown}/events", {"events": [{"type": "StepDone"}]}),
+            ("POST", f"/leases/{unknown}/outcome", {"status": "succeeded"}),
+            ("POST", f"/leases/{unknown}/outcome", {"status": "failed"}),
+            ("DELETE", f"/leases/{unknown}", None),
+            ("PUT", f"/leases/{unknown}", {}),
+        ]:
+            refused = client.request(method, path, json=body)
+            assert refused.status_code == 409, (method, path, refused.text)
+
 
 def test_a_claim_waits_for_work_and_answers_204_when_none_comes(api: ServerProcess) -> None:
     with httpx.Client(base_url=api.url, timeout=30) as client:

@@ -17,18 +17,20 @@ module decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from opstream.events import model as m
 from opstream.events.errors import (
     InvalidTransition,
     LeaseLost,
+    OperationNotFound,
     OpstreamError,
     SequenceConflict,
 )
@@ -62,6 +64,16 @@ def parse_lease(lease_id: str, tenant: str) -> Lease:
         raise LeaseLost("no such lease")
     operation_id, attempt, secret = match.groups()
     return Lease(operation_id, owner_of(tenant, secret), int(attempt))
+
+
+@contextlib.contextmanager
+def held(lease: Lease) -> Iterator[None]:
+    """A lease on an operation that does not exist (never did, or was forgotten) is a
+    lease not held, as for any other: ``LeaseLost``, never ``404``."""
+    try:
+        yield
+    except OperationNotFound:
+        raise LeaseLost(f"operation {lease.operation_id}: no such lease") from None
 
 
 @dataclass(frozen=True)
@@ -197,9 +209,10 @@ class LeaseDesk:
     ) -> Held:
         """Append ``events`` atomically, in order, fenced by the lease (and conditional on
         ``expected_seq`` when given)."""
-        appended = await self.store.append(
-            lease.operation_id, events, expected_seq=expected_seq, lease=lease
-        )
+        with held(lease):
+            appended = await self.store.append(
+                lease.operation_id, events, expected_seq=expected_seq, lease=lease
+            )
         return Held(appended.operation)
 
     async def renew(self, lease_id: str, lease: Lease, lease_ms: int | None) -> Held:
@@ -225,7 +238,10 @@ class LeaseDesk:
             result = staged[1] if staged else StoredResult("application/json", b"null")
         details = {"contentType": result.content_type, "size": len(result.body)}
         event = m.NewEvent(m.OPERATION_SUCCEEDED, "succeeded", details)
-        appended = await self.store.append(lease.operation_id, [event], lease=lease, result=result)
+        with held(lease):
+            appended = await self.store.append(
+                lease.operation_id, [event], lease=lease, result=result
+            )
         self._drop(lease_id)
         return appended.operation
 
@@ -269,7 +285,8 @@ class LeaseDesk:
         """Append what ``decide`` makes of the operation as it stands. A cancel request that
         lands between the read and the append makes the fold refuse a retry: decide again."""
         for _ in range(3):
-            operation = await self.store.get(lease.operation_id)
+            with held(lease):
+                operation = await self.store.get(lease.operation_id)
             try:
                 appended = await self.store.append(
                     lease.operation_id,
