@@ -10,7 +10,7 @@ what their outcomes mean is decided here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from opstream.events import model as m
 from opstream.events.append_rules import Current
@@ -37,15 +37,19 @@ def claimed(outcomes: list[Outcome]) -> Appended:
     return outcome
 
 
-def recoveries(currents: Iterable[Current], max_attempts: int) -> list[Append]:
+def recoveries(
+    currents: Iterable[Current], max_attempts: int, per_kind: Mapping[str, int] | None = None
+) -> list[Append]:
     """The appends that settle the leased operations ``currents``, under their own leases
-    (so that a worker that renewed meanwhile keeps its operation)."""
+    (so that a worker that renewed meanwhile keeps its operation). ``per_kind``: the
+    kinds' own ``maxAttempts``, where they set one."""
     jobs: list[Append] = []
     for current in currents:
         operation = current.operation
         assert current.lease_owner is not None, "only a leased operation is recovered"
         lease = Lease(operation.id, current.lease_owner, operation.attempt)
-        jobs.append(Append(operation.id, recovery_events(operation, max_attempts), lease=lease))
+        attempts = (per_kind or {}).get(operation.kind) or max_attempts
+        jobs.append(Append(operation.id, recovery_events(operation, attempts), lease=lease))
     return jobs
 
 
