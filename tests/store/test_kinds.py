@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from opstream.events import model as m
+from opstream.events.base.system_appends import TIMEOUT_GRACE_MS
+from opstream.events.errors import LeaseLost
 from opstream.events.fold import FAILED, QUEUED
 from opstream.events.kinds import KindRecord
 from opstream.events.policy import Policy, failure_events, timeout_events
@@ -99,3 +103,20 @@ async def test_recovery_follows_the_kinds_max_attempts(store: EventStore) -> Non
     await asyncio.sleep(0.05)
     [failed] = await store.recover(max_attempts=5)
     assert failed.type == m.OPERATION_FAILED, "the kind allows one attempt, not five"
+
+
+async def test_recovery_fails_an_attempt_past_its_kinds_timeout(store: EventStore) -> None:
+    """For workers that cannot stop themselves (over HTTP, paused): the store does."""
+    await store.put_kind(KindRecord(KIND, "", SCHEMA, timeout_seconds=0.05))
+    await store.put_kind(KindRecord("team.patient", "", SCHEMA))
+    await store.create("op_1", KIND, {"n": 1})
+    await store.create("op_2", "team.patient", {"n": 1})
+    lease = await claimed(store, "w")
+    assert await store.claim("w", ["team.patient"], 30_000) is not None
+    assert await store.recover(max_attempts=3) == [], "within the grace"
+    await asyncio.sleep(TIMEOUT_GRACE_MS / 1000 + 0.2)
+    [failed] = await store.recover(max_attempts=3)
+    assert failed.operation_id == "op_1" and failed.details["error"]["type"] == "Timeout"
+    with pytest.raises(LeaseLost):
+        await store.append("op_1", [m.NewEvent(m.PROGRESS_UPDATED, "late", {})], lease=lease)
+    assert (await store.get("op_2")).status == "running"

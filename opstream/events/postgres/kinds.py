@@ -30,6 +30,16 @@ FORGET_WORKERS = f"DELETE FROM opstream_kind_workers WHERE expires_at < {NOW_MS}
 LIVE_WORKERS = (
     f"SELECT kind, count(*) FROM opstream_kind_workers WHERE expires_at > {NOW_MS} GROUP BY kind"
 )
+# Running operations whose attempt has run past their kind's timeoutSeconds (plus a grace,
+# $1), as ``OPERATION_COLUMNS``, the timeout and the clock; locked as recovery locks.
+OVERDUE = (
+    f"SELECT o.id, o.state, o.lease_owner, o.lease_expires_at, k.timeout_seconds, {NOW_MS} AS now "
+    "FROM opstream_operations o JOIN opstream_kinds k ON k.name = o.kind "
+    "WHERE o.lease_owner IS NOT NULL AND o.status = 'running' "
+    "AND k.timeout_seconds IS NOT NULL "
+    "AND (o.state->>'started_at')::bigint + (k.timeout_seconds * 1000)::bigint + $1 "
+    f"< {NOW_MS} LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
+)
 MAX_ATTEMPTS = (
     "SELECT name, max_attempts FROM opstream_kinds "
     "WHERE name = ANY($1::text[]) AND max_attempts IS NOT NULL"

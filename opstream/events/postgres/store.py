@@ -38,7 +38,15 @@ import asyncpg
 
 from opstream.events import model as m
 from opstream.events.base.rows import EVENT_COLUMNS, OPERATION_COLUMNS, current_of, event_of
-from opstream.events.base.system_appends import by_id, claim, claimed, recovered, recoveries
+from opstream.events.base.system_appends import (
+    TIMEOUT_GRACE_MS,
+    by_id,
+    claim,
+    claimed,
+    recovered,
+    recoveries,
+    timeouts,
+)
 from opstream.events.codec import load_operation
 from opstream.events.errors import LeaseLost, OperationNotFound, OpstreamError, StoreClosed
 from opstream.events.fold import QUEUED, Operation
@@ -266,7 +274,11 @@ class PostgresStore(PostgresWriter):
             kinds = sorted({current.operation.kind for current in currents.values()})
             per_kind = await kinds_table.max_attempts_of(conn, kinds)
             jobs = recoveries(currents.values(), max_attempts, per_kind)
-            now = rows[0]["now"] if rows else 0
+            late = await conn.fetch(kinds_table.OVERDUE, TIMEOUT_GRACE_MS, limit)
+            overdue = [(current_of(row), float(row[4])) for row in late if row[0] not in currents]
+            currents.update(by_id(current for current, _ in overdue))
+            jobs += timeouts(overdue)
+            now = rows[0]["now"] if rows else late[0]["now"] if late else 0
             return recovered(await self._write_appends(conn, jobs, currents, now=now))
 
         return await self._run_task(run)

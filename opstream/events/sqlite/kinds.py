@@ -16,6 +16,17 @@ from opstream.events.base.kinds import FORGET_WORKERS_AFTER_MS, KIND_COLUMNS, ki
 from opstream.events.kinds import KindRecord
 from opstream.events.sqlite.queries import fetch_all, fetch_one
 
+# Running operations whose attempt has run past their kind's timeoutSeconds (plus a grace,
+# ``?``), as ``OPERATION_COLUMNS`` and the timeout: few rows (those running), walked
+# through the partial index on leased operations.
+OVERDUE = (
+    "SELECT o.id, o.state, o.lease_owner, o.lease_expires_at, k.timeout_seconds "
+    "FROM operations o JOIN kinds k ON k.name = o.kind "
+    "WHERE o.lease_owner IS NOT NULL AND o.status = 'running' "
+    "AND k.timeout_seconds IS NOT NULL "
+    "AND json_extract(CAST(o.state AS TEXT), '$.started_at') + k.timeout_seconds * 1000 + ? < ? "
+    "LIMIT ?"
+)
 # The workers still serving each kind: their heartbeat has not run out.
 LIVE_WORKERS = "SELECT kind, count(*) FROM kind_workers WHERE expires_at > ? GROUP BY kind"
 

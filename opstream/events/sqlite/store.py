@@ -22,7 +22,15 @@ import aiosqlite
 
 from opstream.events import model as m
 from opstream.events.base.rows import EVENT_COLUMNS, OPERATION_COLUMNS, current_of, event_of
-from opstream.events.base.system_appends import by_id, claim, claimed, recovered, recoveries
+from opstream.events.base.system_appends import (
+    TIMEOUT_GRACE_MS,
+    by_id,
+    claim,
+    claimed,
+    recovered,
+    recoveries,
+    timeouts,
+)
 from opstream.events.codec import load_operation
 from opstream.events.errors import LeaseLost, OperationNotFound, StoreClosed, StoreError
 from opstream.events.fold import QUEUED, Operation
@@ -187,6 +195,13 @@ class SQLiteStore(SQLiteWriter):
             kinds = sorted({current.operation.kind for current in currents.values()})
             per_kind = kinds_table.max_attempts_of(conn, kinds)
             jobs = recoveries(currents.values(), max_attempts, per_kind)
+            overdue = [
+                (current_of(row), float(row[4]))
+                for row in all_now(conn, kinds_table.OVERDUE, (TIMEOUT_GRACE_MS, m.now_ms(), limit))
+                if row[0] not in currents
+            ]
+            currents.update(by_id(current for current, _ in overdue))
+            jobs += timeouts(overdue)
             return recovered(self._write_appends(conn, jobs, currents))
 
         return await self._run_task(run)
