@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from opstream import __version__
-from opstream.app.runtime.kinds import Kind
+from opstream.app.runtime.catalog import MAX_DESCRIPTION
+from opstream.app.runtime.kinds import KIND_NAME, Kind
 from opstream.events.fold import STATUSES
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -79,7 +80,7 @@ SCHEMAS: dict[str, Any] = {
     "KindDefinition": {
         "type": "object",
         "properties": {
-            "description": {"type": "string"},
+            "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
             "paramsSchema": {"type": "object", "description": "a JSON Schema (2020-12)"},
             **KIND_POLICY,
         },
@@ -406,7 +407,13 @@ PATHS: dict[str, Any] = {
             "tags": ["kinds"],
             "summary": "Register or update a kind (any API server then validates its params)",
             "parameters": [
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": KIND_NAME.pattern},
+                    "description": "team.job: lowercase, dot-separated",
+                }
             ],
             "requestBody": {
                 "required": True,

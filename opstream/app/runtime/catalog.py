@@ -73,6 +73,8 @@ def kind_record(name: str, body: Any) -> KindRecord:
     ):  # fmt: skip
         raise InvalidKind("timeoutSeconds must be a number above 0", "timeoutSeconds")
     attempts = body.get("maxAttempts")
+    if isinstance(attempts, float) and attempts.is_integer():
+        attempts = int(attempts)  # 3.0 is an integer to JSON Schema, and so to us
     if attempts is not None and not (
         isinstance(attempts, int) and not isinstance(attempts, bool) and 1 <= attempts <= 100
     ):
