@@ -110,7 +110,7 @@ class Worker:
     async def _claim_forever(self) -> None:
         with self.hub.subscribe(None) as feed:
             while not feed.closed:  # the hub closes when the process shuts down
-                await self._heartbeat()
+                await self.heartbeat()
                 claimed = None
                 kinds = self.claimable()
                 if kinds:
@@ -120,7 +120,7 @@ class Worker:
                     continue
                 await self._wait_for_work(feed)
 
-    async def _heartbeat(self) -> None:
+    async def heartbeat(self) -> None:
         """Tell the store which kinds this worker asks for, every third of a lease."""
         loop = asyncio.get_running_loop()
         if loop.time() < self._seen_at:
