@@ -23,6 +23,7 @@ from opstream.app.http.feeds import (
     operation_events,
     operation_stream,
 )
+from opstream.app.http.kinds import list_kinds, put_kind
 from opstream.app.http.leases import (
     claim_lease,
     hand_back,
@@ -42,7 +43,6 @@ from opstream.app.http.operations import (
     get_operation,
     get_result,
     json_response,
-    list_kinds,
     list_operations,
 )
 from opstream.app.http.problems import EXCEPTION_HANDLERS
@@ -101,6 +101,7 @@ ROUTES = [
     route("/events/stream", GET=feed_stream),
     route("/stream-tokens", POST=create_stream_token),
     route("/kinds", GET=list_kinds),
+    route("/kinds/{name}", PUT=put_kind),
     route("/leases", POST=claim_lease),
     route("/leases/{lease_id}", PUT=renew_lease, DELETE=hand_back),
     route("/leases/{lease_id}/events", POST=report_events),
@@ -141,6 +142,7 @@ def create_app(
         app.state.services = svc = Services(
             settings, store, hub, projections, engine.kinds, engine.tenants, stream_tokens, limits
         )
+        svc.catalog = engine.catalog
         watch_metrics(store, hub, limits.open_streams)
 
         async def close_streams_on_shutdown() -> None:

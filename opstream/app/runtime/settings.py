@@ -19,6 +19,7 @@ class Settings:
     port: int = 8000
     database: str = "sqlite:///opstream.db"
     handlers: tuple[str, ...] = ()
+    no_demo: bool = False
     concurrency: int = 4
     lease_seconds: float = 15.0
     max_attempts: int = 3
@@ -138,7 +139,9 @@ HELP = {
     "host": "interface to listen on",
     "port": "TCP port to listen on",
     "database": "sqlite:///path/to/file.db or postgresql://user@host/db",
-    "handlers": "modules to import that register operation kinds (comma-separated in env)",
+    "handlers": "modules or .py files to import that register operation kinds "
+    "(comma-separated in env)",
+    "no_demo": "leave the shipped demo kinds out",
     "concurrency": "operations each process runs at once (0: API only, no workers)",
     "lease_seconds": "how long a worker's claim lasts without renewal",
     "max_attempts": "attempts before an operation whose worker died is failed",
