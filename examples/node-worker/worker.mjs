@@ -4,8 +4,9 @@
 // It speaks the HTTP worker protocol (docs/workers.md): long-poll POST /leases for work,
 // report events in batches with expectedSeq (a batch resent after a lost answer is never
 // written twice), renew the lease (the answer says whether a cancel was asked for), post
-// the outcome, and hand the operation back on SIGTERM. It runs `demo.countdown`, the
-// shipped kind, the way the Python handler does: one ProgressUpdated per step.
+// the outcome, and hand the operation back on SIGTERM. It registers the kind it serves,
+// `example.countdown` (PUT /kinds/{name}: its params schema and policy), so that any API
+// server accepts it without importing anyone's code; one ProgressUpdated per step.
 //
 //   OPSTREAM_WORKER_URL=http://127.0.0.1:8000 OPSTREAM_WORKER_TOKEN=... node worker.mjs
 //
@@ -26,9 +27,27 @@ const log = (what, fields = {}) =>
 class LeaseLost extends Error {}
 class Cancelled extends Error {}
 
-// The kinds this worker runs: (job, params) => result (JSON). Throw to fail.
+// The kinds this worker serves, as registered with the server (PUT /kinds/{name}).
+const kinds = {
+  "example.countdown": {
+    description: "Counts steps at a fixed interval (the Node worker example)",
+    paramsSchema: {
+      type: "object",
+      properties: {
+        steps: { type: "integer", minimum: 1, maximum: 10000 },
+        intervalMs: { type: "integer", minimum: 0, maximum: 60000 },
+        failAt: { type: "integer", minimum: 1 },
+      },
+      required: ["steps", "intervalMs"],
+      additionalProperties: false,
+    },
+    maxAttempts: 3,
+  },
+};
+
+// The handlers: (job, params) => result (JSON). Throw to fail.
 const handlers = {
-  "demo.countdown": async (job, params) => {
+  "example.countdown": async (job, params) => {
     const { steps, intervalMs, failAt } = params;
     for (let step = 1; step <= steps; step++) {
       await sleep(intervalMs);
@@ -175,6 +194,13 @@ async function run(claimed) {
 }
 
 async function main() {
+  for (const [name, definition] of Object.entries(kinds)) {
+    const { status, body } = await call("PUT", `/kinds/${name}`, definition);
+    if (status !== 200 && status !== 201) {
+      log("kind refused", { kind: name, status, problem: body.type, detail: body.detail });
+      process.exit(1);
+    }
+  }
   log("ready", { url: BASE, kinds: Object.keys(handlers) });
   while (!stopping) {
     let answer;

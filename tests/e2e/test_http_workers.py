@@ -71,12 +71,8 @@ class HttpWorker:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_server(
-        tmp_path,
-        OPSTREAM_CONCURRENCY="0",
-        OPSTREAM_LEASE_SECONDS=LEASE_SECONDS,
-        OPSTREAM_HANDLERS=HANDLERS,
-    )
+    # No handlers: the server learns the kinds from the workers (PUT /kinds).
+    server = start_server(tmp_path, OPSTREAM_CONCURRENCY="0", OPSTREAM_LEASE_SECONDS=LEASE_SECONDS)
     try:
         yield server
     finally:
@@ -189,5 +185,28 @@ def test_sigterm_hands_the_running_operation_back(api: ServerProcess, tmp_path: 
             assert document["status"] == "queued"
             retried = [e for e in history(client, operation_id) if e["type"] == "OperationRetried"]
             assert retried[-1]["details"]["handedBack"] is True
+    finally:
+        worker.stop()
+
+
+def test_def_handlers_retryable_failures_and_worker_counts(
+    api: ServerProcess, tmp_path: Path
+) -> None:
+    worker = HttpWorker(api.url, tmp_path / "worker.log")
+    try:
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            kinds = {k["name"]: k for k in client.get("/kinds").json()["items"]}
+            assert kinds["probe.steps"]["workers"] >= 1, "registered, and its worker counted"
+            assert kinds["probe.flaky"]["maxAttempts"] == 3
+
+            blocking = wait_terminal(client, start(client, "probe.blocking", {}))
+            assert blocking["status"] == "succeeded" and blocking["progress"]["percent"] == 100
+
+            flaky_id = start(client, "probe.flaky", {})
+            flaky = wait_terminal(client, flaky_id)
+            assert flaky["status"] == "succeeded" and flaky["attempt"] == 2
+            retried = [e for e in history(client, flaky_id) if e["type"] == "OperationRetried"]
+            assert retried[0]["details"]["error"]["type"] == "UpstreamBusy"
+            assert retried[0]["details"]["retryDelayMs"] == 1000
     finally:
         worker.stop()

@@ -200,9 +200,12 @@ def test_a_retryable_failure_is_retried_until_the_attempts_are_spent(api: Server
             assert done.status_code == 200
         document = wait_terminal(client, operation_id)
         assert document["status"] == "failed"
-        assert document["error"] == failure
+        assert document["error"]["type"] == "UpstreamDown"
+        assert document["error"]["message"].startswith("the bank did not answer")
         retries = [e for e in history(client, operation_id) if e["type"] == "OperationRetried"]
         assert len(retries) == 2
+        # The kind's policy: a backoff before each retry may be claimed, doubling.
+        assert [e["details"]["retryDelayMs"] for e in retries] == [1000, 2000]
 
 
 def test_worker_credentials_are_separate_and_per_tenant(tmp_path: Path) -> None:

@@ -19,11 +19,12 @@ import pytest
 from tests.conftest import ServerProcess, start_server
 from tests.requirements import program
 
-from .helpers import countdown, history, wait_terminal
+from .helpers import history, start, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
 WORKER = Path(__file__).resolve().parents[2] / "examples" / "node-worker" / "worker.mjs"
+KIND = "example.countdown"
 CLIENT, WORKER_TOKEN = "client-token-for-node-test", "worker-token-for-node-test"
 
 
@@ -34,6 +35,7 @@ def api(tmp_path: Path) -> Iterator[ServerProcess]:
         tmp_path,
         OPSTREAM_CONCURRENCY="0",
         OPSTREAM_LEASE_SECONDS="2",
+        OPSTREAM_NO_DEMO="1",
         OPSTREAM_TOKENS=f"acme:{CLIENT}",
         OPSTREAM_WORKER_TOKENS=f"acme:{WORKER_TOKEN}",
     )
@@ -72,9 +74,11 @@ def test_the_node_worker_succeeds_fails_and_cancels(
 ) -> None:
     headers = {"Authorization": f"Bearer {CLIENT}"}
     with httpx.Client(base_url=api.url, timeout=30, headers=headers) as client:
-        ok = countdown(client, 20, 10)
-        failing = countdown(client, 5, 10, failAt=3)
-        long = countdown(client, 200, 50)
+        kinds = {k["name"]: k for k in client.get("/kinds").json()["items"]}
+        assert kinds["example.countdown"]["maxAttempts"] == 3, "the Node worker registered it"
+        ok = start(client, KIND, {"steps": 20, "intervalMs": 10})
+        failing = start(client, KIND, {"steps": 5, "intervalMs": 10, "failAt": 3})
+        long = start(client, KIND, {"steps": 200, "intervalMs": 50})
         done = wait_terminal(client, ok)
         assert done["status"] == "succeeded" and done["progress"]["percent"] == 100
         assert client.get(f"/operations/{ok}/result").json() == {"steps": 20}

@@ -10,6 +10,7 @@ import signal
 import sys
 
 from opstream.app.runtime.settings import Settings
+from opstream.events.errors import OpstreamError
 
 log = logging.getLogger("opstream")
 
@@ -60,7 +61,6 @@ def run_remote_worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        log.info("worker %s on %s, kinds: %s", worker.name, worker.url, registry.names())
         try:
             await task
         except asyncio.CancelledError:
@@ -70,5 +70,8 @@ def run_remote_worker(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(main())
     except WorkerRefused as exc:
         print(f"opstream: {args.url} refuses this worker: {exc}", file=sys.stderr)
+        return 1
+    except OpstreamError as exc:  # the server could not be reached to register the kinds
+        print(f"opstream: {args.url}: {exc}", file=sys.stderr)
         return 1
     return 0

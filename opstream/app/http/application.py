@@ -151,9 +151,7 @@ def create_app(
 
         engine.spawn("opstream-projections", projections.follow(hub))
         app.state.leases = leases = LeaseDesk(
-            store,
-            max_attempts=settings.max_attempts,
-            default_lease_ms=int(settings.lease_seconds * 1000),
+            store, engine.catalog, default_lease_ms=int(settings.lease_seconds * 1000)
         )
         engine.spawn("opstream-lease-wakeups", leases.signal.run(hub))
         if engine.worker is None:  # no in-process worker recovers HTTP workers' leases

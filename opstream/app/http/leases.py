@@ -27,7 +27,7 @@ from opstream.app.http.problems import (
     ReservedEventType,
     SeqConflict,
 )
-from opstream.app.http.services import Services, services
+from opstream.app.http.services import Services, caller, services
 from opstream.app.runtime.context import EVENT_TYPE, MAX_MESSAGE, RESERVED_TYPES, one_line
 from opstream.app.runtime.kinds import KIND_NAME
 from opstream.app.runtime.remote_leases import Failure, LeaseDesk, parse_lease
@@ -69,6 +69,15 @@ def worker_tenant(request: Request) -> str:
         except Unauthenticated:
             raise Unauthenticated("the worker token is not valid") from None
         raise Forbidden("a client token cannot act as a worker: use a worker token") from None
+
+
+def client_or_worker(request: Request) -> str:
+    """The tenant of a client token or a worker token: for what both may do (a worker
+    registers the kinds it serves, ``PUT /kinds/{name}``)."""
+    try:
+        return caller(request).tenant
+    except Unauthenticated:
+        return worker_tenant(request)
 
 
 def _loopback(host: str) -> bool:
@@ -122,7 +131,11 @@ async def claim_lease(request: Request) -> Response:
         raise InvalidRequest("worker must be a name of at most 200 characters", field="worker")
     lease_ms = _lease_ms(body, svc)
     wait = _seconds(body, "wait", 0.0, MAX_WAIT)
-    claimed = await desk(request).claim(tenant, kinds, lease_ms, wait, request.is_disconnected)
+    # Counted per tenant and name in GET /kinds; an unnamed worker by its address.
+    peer = request.client.host if request.client else "unknown"
+    name = f"http:{tenant}:{worker or peer}"
+    leases = desk(request)
+    claimed = await leases.claim(tenant, name, kinds, lease_ms, wait, request.is_disconnected)
     if claimed is None:
         return Response(status_code=204)
     lease = {

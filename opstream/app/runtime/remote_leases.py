@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from opstream.app.runtime.catalog import KindCatalog
 from opstream.events import model as m
 from opstream.events.errors import (
     InvalidTransition,
@@ -36,6 +37,7 @@ from opstream.events.errors import (
 )
 from opstream.events.fold import CANCELLING, RUNNING, Operation
 from opstream.events.hub import Hub
+from opstream.events.policy import failure_events
 from opstream.events.store import EventStore, Lease, StoredResult
 
 log = logging.getLogger(__name__)
@@ -159,9 +161,9 @@ class WorkSignal:
 class LeaseDesk:
     """Claims, reports, renewals, results and outcomes of HTTP workers' leases."""
 
-    def __init__(self, store: EventStore, *, max_attempts: int, default_lease_ms: int) -> None:
+    def __init__(self, store: EventStore, catalog: KindCatalog, *, default_lease_ms: int) -> None:
         self.store = store
-        self.max_attempts = max_attempts
+        self.catalog = catalog
         self.default_lease_ms = default_lease_ms
         self.signal = WorkSignal()
         # Per process: a result uploaded for the outcome that follows it, and each lease's
@@ -174,6 +176,7 @@ class LeaseDesk:
     async def claim(
         self,
         tenant: str,
+        worker: str,
         kinds: Sequence[str],
         lease_ms: int,
         wait: float,
@@ -181,13 +184,18 @@ class LeaseDesk:
     ) -> Claimed | None:
         """The oldest queued operation of ``kinds`` (of ``tenant``), under a new lease;
         ``None`` when none came within ``wait`` seconds, or the asker is ``gone`` (its
-        connection closed: a lease taken for nobody would cost the operation an attempt)."""
+        connection closed: a lease taken for nobody would cost the operation an attempt).
+        While it waits, ``worker`` counts as serving ``kinds`` (``GET /kinds``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         wanted = frozenset(kinds)
+        seen_until = 0.0
         while True:
             if await gone():
                 return None
+            if loop.time() >= seen_until:  # a third of the period it counts for
+                seen_until = loop.time() + lease_ms / 3000
+                await self._seen(worker, kinds, lease_ms)
             since = self.signal.version
             secret = secrets.token_urlsafe(24)
             taken_at = m.now_ms()
@@ -203,6 +211,12 @@ class LeaseDesk:
             if remaining <= 0 or self.signal.closed:
                 return None
             await self.signal.wait(wanted, since, min(remaining, CLAIM_POLL_SECONDS))
+
+    async def _seen(self, worker: str, kinds: Sequence[str], lease_ms: int) -> None:
+        try:
+            await self.store.worker_seen(worker, kinds, lease_ms)
+        except OpstreamError as exc:  # a count, not worth refusing a claim for
+            log.warning("could not count worker %s: %s", worker, exc)
 
     async def report(
         self, lease: Lease, events: Sequence[m.NewEvent], expected_seq: int | None
@@ -247,21 +261,21 @@ class LeaseDesk:
 
     async def fail(self, lease_id: str, lease: Lease, failure: Failure) -> Operation:
         """``OperationFailed`` — or, when the worker says the failure is worth retrying and
-        attempts are left, ``OperationRetried`` and the operation queued again."""
+        the kind's policy leaves attempts, ``OperationRetried`` after the policy's backoff
+        (``events.policy``: the rules every worker follows)."""
+        policy = await self.catalog.policy((await self._operation(lease)).kind)
 
         def events(operation: Operation) -> list[m.NewEvent]:
-            error = {"type": failure.type, "message": failure.message}
-            spent = operation.attempt - operation.handed_back
-            if failure.retry and operation.status == RUNNING and spent < self.max_attempts:
-                details = {
-                    "attempt": operation.attempt + 1,
-                    "previousAttempt": operation.attempt,
-                    "error": error,
-                }
-                return [m.NewEvent(m.OPERATION_RETRIED, f"retrying: {failure.message}", details)]
-            return [m.NewEvent(m.OPERATION_FAILED, failure.message, {"error": error})]
+            retry = failure.retry and operation.status == RUNNING  # a cancel wins over a retry
+            return failure_events(
+                operation, failure.type, failure.message, retry=retry, policy=policy
+            )
 
         return await self._settle(lease_id, lease, events)
+
+    async def _operation(self, lease: Lease) -> Operation:
+        with held(lease):
+            return await self.store.get(lease.operation_id)
 
     async def cancelled(self, lease_id: str, lease: Lease) -> Operation:
         event = m.NewEvent(m.OPERATION_CANCELLED, "cancelled")
@@ -285,8 +299,7 @@ class LeaseDesk:
         """Append what ``decide`` makes of the operation as it stands. A cancel request that
         lands between the read and the append makes the fold refuse a retry: decide again."""
         for _ in range(3):
-            with held(lease):
-                operation = await self.store.get(lease.operation_id)
+            operation = await self._operation(lease)
             try:
                 appended = await self.store.append(
                     lease.operation_id,

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import httpx
 import orjson
 
 from opstream.app.runtime.context import Context, one_line
-from opstream.app.runtime.kinds import Registry, to_stored_result
+from opstream.app.runtime.kinds import Kind, Registry, Retryable, to_stored_result
+from opstream.app.runtime.sync_context import SyncContext
 from opstream.events import model as m
 from opstream.events.errors import LeaseLost, OpstreamError, SequenceConflict, StoreError
 from opstream.events.store import EventStore, Lease
@@ -129,6 +133,21 @@ class RemoteWorker:
         self.name = name or f"{socket.gethostname()}-python"
         self.claim_wait = claim_wait
         self.running: dict[str, asyncio.Task[None]] = {}
+        # ``def`` handlers run here, never on the loop (as in-process: runtime/worker.py).
+        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="opstream-handler")
+
+    async def register_kinds(self, http: httpx.AsyncClient) -> None:
+        """Put this worker's kinds in the server's registry (``PUT /kinds/{name}``): their
+        schema and policy are the code's, and any API server then accepts them."""
+        for kind in self.registry:
+            record = kind.record().to_dict()
+            body = {k: record[k] for k in ("description", "paramsSchema")}
+            body.update({k: record[k] for k in ("timeoutSeconds", "maxAttempts") if record[k]})
+            response = await send(http, "PUT", f"/kinds/{kind.name}", json=body)
+            if response.status_code not in (200, 201):
+                log.warning(
+                    "registering %s: %s %s", kind.name, response.status_code, response.text[:300]
+                )
 
     async def run(self) -> None:
         """Claim and run operations until cancelled; then hand back what is running.
@@ -136,6 +155,8 @@ class RemoteWorker:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         timeout = httpx.Timeout(30.0, read=self.claim_wait + 30.0)
         async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout) as http:
+            await self.register_kinds(http)
+            log.info("worker %s on %s, kinds: %s", self.name, self.url, self.registry.names())
             slots = [
                 asyncio.create_task(self._slot(http), name=f"opstream-remote-slot-{i}")
                 for i in range(self.concurrency)
@@ -148,6 +169,7 @@ class RemoteWorker:
                 for task in slots:
                     task.cancel()
                 await asyncio.gather(*slots, return_exceptions=True)
+                self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _slot(self, http: httpx.AsyncClient) -> None:
         delay = BACKOFF_SECONDS
@@ -210,7 +232,7 @@ class RemoteWorker:
         # The context writes through the channel (its ``append`` is all a context uses).
         store = cast(EventStore, channel)
         ctx = Context(store, lease, kind=kind.name, params=operation["params"])
-        handler = asyncio.ensure_future(kind.handler(ctx, operation["params"]))
+        handler = asyncio.ensure_future(self._call(kind, ctx, operation["params"]))
         guard = asyncio.create_task(self._guard(http, lease_id, ctx, handler))
         try:
             outcome = await self._run(ctx, handler)
@@ -238,6 +260,21 @@ class RemoteWorker:
             return
         await self._outcome(http, lease_id, outcome)
 
+    async def _call(self, kind: Kind, ctx: Context, params: dict[str, Any]) -> Any:
+        """The handler's call: on the loop for ``async def``, else in a thread with the
+        context's ``def`` face."""
+        if kind.is_async:
+            return await kind.handler(ctx, params)
+        loop = asyncio.get_running_loop()
+        face = SyncContext(ctx, loop)
+        call = functools.partial(kind.handler, face, params)
+        try:
+            return await loop.run_in_executor(
+                self._threads, functools.partial(contextvars.copy_context().run, call)
+            )
+        finally:
+            face.stopped = True  # whatever ended the attempt, the thread's reports now fail
+
     async def _run(self, ctx: Context, handler: asyncio.Task[Any]) -> Outcome | None:
         """How the handler ended, as the outcome to post; ``None`` when the lease was lost
         and someone else now speaks for the operation."""
@@ -251,6 +288,8 @@ class RemoteWorker:
             raise
         except LeaseLost:
             return None
+        except Retryable as exc:  # the server applies the kind's attempts and backoff
+            return _failed(exc.error_type, str(exc) or exc.error_type, retry=True)
         except Exception as exc:
             return _failed("HandlerError", str(exc) or type(exc).__name__)
         try:
@@ -319,6 +358,6 @@ class Outcome:
         self.content_type = content_type
 
 
-def _failed(error_type: str, message: str) -> Outcome:
+def _failed(error_type: str, message: str, *, retry: bool = False) -> Outcome:
     error = {"type": error_type, "message": one_line(message)}
-    return Outcome(orjson.dumps({"status": "failed", "error": error}))
+    return Outcome(orjson.dumps({"status": "failed", "error": error, "retry": retry}))
