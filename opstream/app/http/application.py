@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from opstream.app.http import metrics
 from opstream.app.http.auth import StreamTokens
+from opstream.app.http.cors import cors_middleware
 from opstream.app.http.feeds import (
     create_stream_token,
     feed_events,
@@ -147,7 +148,8 @@ def create_app(
 
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(NotModified)],
+        # CORS outermost: the 304s NotModified answers before routing carry its headers too.
+        middleware=[*cors_middleware(settings.cors_origins), Middleware(NotModified)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
