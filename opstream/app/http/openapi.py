@@ -298,7 +298,11 @@ PATHS: dict[str, Any] = {
                         "ETag": {"$ref": "#/components/headers/ETag"},
                         "Content-Disposition": {"$ref": "#/components/headers/Content-Disposition"},
                     },
-                    "content": {"*/*": {"schema": {}}},
+                    # JSON unless the handler returned bytes with a type of their own.
+                    "content": {
+                        "application/json": {"schema": {}},
+                        "*/*": {"schema": {"type": "string", "format": "binary"}},
+                    },
                 },
                 "404": PROBLEM,
                 "409": PROBLEM,
@@ -488,27 +492,34 @@ TAGS = [
 ]
 
 
-def new_operation_schema(kinds: Iterable[Kind]) -> dict[str, Any]:
-    """The body of ``POST /operations``: one variant per registered kind, with its params."""
-    variants = [
-        {
+def new_operation_schemas(kinds: Iterable[Kind]) -> dict[str, Any]:
+    """The body of ``POST /operations``: one named variant per registered kind, with its
+    params (``NewOperation.demo.countdown``, ``Params.demo.countdown``). Named, not inline:
+    code generators make one model of each, named after the kind."""
+    schemas: dict[str, Any] = {}
+    variants = []
+    for kind in kinds:
+        # Kind names (``[a-z0-9_-]`` parts joined by dots) are valid component names.
+        schemas[f"Params.{kind.name}"] = kind.schema
+        schemas[f"NewOperation.{kind.name}"] = {
             "type": "object",
+            "description": kind.description,
             "properties": {
-                "kind": {"const": kind.name, "description": kind.description},
-                "params": kind.schema,
+                "kind": {"const": kind.name},
+                "params": {"$ref": f"#/components/schemas/Params.{kind.name}"},
                 "callbackUrl": {"type": ["string", "null"], "format": "uri"},
             },
             "required": ["kind", "params"],
             "additionalProperties": False,
         }
-        for kind in kinds
-    ]
-    return {"oneOf": variants} if variants else SCHEMAS["NewOperation"]
+        variants.append({"$ref": f"#/components/schemas/NewOperation.{kind.name}"})
+    schemas["NewOperation"] = {"oneOf": variants} if variants else SCHEMAS["NewOperation"]
+    return schemas
 
 
 def openapi_document(kinds: Iterable[Kind] = ()) -> dict[str, Any]:
     """The API's description; with ``kinds``, the create body spells out each kind's params."""
-    schemas = {**SCHEMAS, "NewOperation": new_operation_schema(kinds)}
+    schemas = {**SCHEMAS, **new_operation_schemas(kinds)}
     return {
         "openapi": "3.1.0",
         "security": [{"bearer": []}, {}],
