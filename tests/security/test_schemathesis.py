@@ -65,22 +65,54 @@ def test_the_api_keeps_its_published_promises(case: Any, fuzzed_server: ServerPr
 
 
 CLI_TIMEOUT = 600
+TOKEN = "schemathesis-token-0123456789"
 
 
-def test_the_coverage_phase_finds_nothing(fuzzed_server: ServerProcess) -> None:
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = start_server(
+        tmp_path_factory.mktemp("schemathesis-tokens"),
+        OPSTREAM_TOKENS=f"acme:{TOKEN}",
+        OPSTREAM_CREATE_RATE="10000",
+        OPSTREAM_POLL_RATE="10000",
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize(
+    ("mode", "headers"),
+    [
+        ("open", []),
+        ("tokens", ["-H", f"Authorization: Bearer {TOKEN}"]),
+        # Every guarded operation answers 401: that too must be what the description says.
+        ("tokens", []),
+    ],
+    ids=["open", "with-a-token", "without-a-token"],
+)
+def test_the_coverage_phase_finds_nothing(
+    mode: str, headers: list[str], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """``schemathesis run`` as a user runs it, over the served /openapi.json, with the
     examples and coverage phases (boundary values, missing and malformed parts of every
-    operation, including requests so malformed that the HTTP server answers them itself):
-    0 failures. The only exceptions are the rules in schemathesis.toml, each explained."""
+    operation): 0 failures, in open mode and with bearer tokens, with and without one. The
+    only exceptions are the rules in schemathesis.toml, each explained."""
+    server: ServerProcess = request.getfixturevalue(
+        "fuzzed_server" if mode == "open" else "guarded_server"
+    )
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(SCHEMATHESIS_CONFIG),
-        "run", f"{fuzzed_server.url}/openapi.json",
+        "run", f"{server.url}/openapi.json",
         "--phases", "examples,coverage",
         "--exclude-path-regex", NOT_JSON_OR_ENDLESS,
-        "--request-timeout", "30", "--seed", "1", "--no-color",
+        "--request-timeout", "30", "--seed", "1", "--no-color", *headers,
     ]  # fmt: skip
+    # In a fresh folder: schemathesis keeps a cache of past crashes in its working
+    # directory and replays them, which would make one run depend on the ones before.
     finished = subprocess.run(
-        command, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
+        command, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False, cwd=tmp_path
     )
     report = finished.stdout + finished.stderr
     assert finished.returncode == 0, report
