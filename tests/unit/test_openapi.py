@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.routing import Mount, Route
 
-from opstream.app.http.application import ROUTES
+from opstream.app.http.application import ROUTES, create_app
 from opstream.app.http.openapi import openapi_document
+from opstream.app.runtime.settings import Settings
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 # Those that never ask for credentials (the guard in the command line is about the others).
@@ -127,3 +130,17 @@ def test_the_webhook_is_described_with_standard_webhooks_headers() -> None:
     assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
     body = webhook["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["type", "timestamp", "data"]
+
+
+async def test_mounted_under_a_prefix_the_document_names_it_as_its_server(
+    tmp_path: Path,
+) -> None:
+    """Swagger UI and generated clients send requests to ``servers``: under a mount path
+    (ASGI ``root_path``), that is where the API is."""
+    app = create_app(Settings(database=f"sqlite:///{tmp_path / 'o.db'}", concurrency=0))
+    async with app.router.lifespan_context(app):
+        for root_path, servers in (("/lro", [{"url": "/lro"}]), ("", None)):
+            transport = httpx.ASGITransport(app=app, root_path=root_path)
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+                document = (await client.get(f"{root_path}/openapi.json")).json()
+            assert document.get("servers") == servers
