@@ -66,10 +66,11 @@ WEBHOOKS: dict[str, Any] = {
             "operationId": "operationFinished",
             "tags": ["webhooks"],
             "summary": "Sent to an operation's callbackUrl when it ends",
-            "description": "Delivered at least once: retried with exponential backoff and "
-            "jitter until a `2xx` answers or the attempts run out (docs/webhooks.md); each "
-            "attempt is a `WebhookDelivered` or `WebhookFailed` event in the operation's "
-            "history. Redirects are not followed.",
+            "description": "Delivered at least once: retried on a schedule that spans days "
+            "(docs/webhooks.md; a `Retry-After` in the answer is honoured) until a `2xx` "
+            "answers or the schedule is used up; each attempt is a `WebhookDelivered` or "
+            "`WebhookFailed` event in the operation's history. The receiver has 15 s (by "
+            "default) to answer; redirects are not followed.",
             "parameters": WEBHOOK_HEADERS,
             "requestBody": {
                 "required": True,
@@ -77,7 +78,12 @@ WEBHOOKS: dict[str, Any] = {
             },
             "responses": {
                 "2XX": {"description": "acknowledged: no further attempt"},
-                "default": {"description": "not acknowledged: the delivery is retried"},
+                "410": {"description": "gone: this delivery is given up at once"},
+                "default": {
+                    "description": "not acknowledged: the delivery is retried, no sooner "
+                    "than a `Retry-After` it carries",
+                    "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
+                },
             },
         }
     }
