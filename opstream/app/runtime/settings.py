@@ -46,6 +46,7 @@ class Settings:
     create_rate: float = 50.0
     poll_rate: float = 2.0
     max_streams: int = 1000
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse values the service would misbehave with: a negative heartbeat breaks every
@@ -167,6 +168,8 @@ HELP = {
     "create_rate": "operations a tenant may create per second (burst: 2 seconds' worth)",
     "poll_rate": "status requests per second per operation before 429 (long-polls exempt)",
     "max_streams": "SSE streams a tenant may hold open in one process",
+    "cors_origins": "origins whose pages may call the API, e.g. https://app.example.com, "
+    "or * for any (comma-separated in env; none: no cross-origin access)",
 }
 
 
