@@ -66,6 +66,14 @@ def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
         )
         for ttl in ("result", "history", "tombstone", "idempotency"):
             flag(f"{ttl}_ttl_seconds", float)
+        parser.add_argument(
+            "--cors-origin",
+            dest="cors_origins",
+            action="append",
+            default=None,
+            metavar="ORIGIN",
+            help=f"{HELP['cors_origins']}; repeat for several (env OPSTREAM_CORS_ORIGINS)",
+        )
     flag("sqlite_synchronous", str, choices=["FULL", "NORMAL"])
     flag("log_level", str, choices=list(LOG_LEVELS))
 
@@ -130,6 +138,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {name: getattr(args, name, None) for name in names}
     if args.handlers:
         overrides["handlers"] = tuple(args.handlers)
+    if getattr(args, "cors_origins", None):
+        overrides["cors_origins"] = tuple(args.cors_origins)
     return _settings(**overrides)
 
 

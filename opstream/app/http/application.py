@@ -15,7 +15,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from opstream.app.http import metrics
+from opstream.app.http.api_docs import assets_mount, docs_page
 from opstream.app.http.auth import StreamTokens
+from opstream.app.http.cors import cors_middleware
 from opstream.app.http.feeds import (
     create_stream_token,
     feed_events,
@@ -69,7 +71,10 @@ async def index(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return json_response(openapi_document(services(request).registry))
+    document = openapi_document(services(request).registry)
+    if request.scope.get("root_path"):  # mounted: requests go under the mount path
+        document["servers"] = [{"url": request.scope["root_path"]}]
+    return json_response(document)
 
 
 def by_method(**handlers: Endpoint) -> Endpoint:
@@ -110,6 +115,8 @@ ROUTES = [
     route("/healthz", GET=healthz),
     route("/metrics", GET=metrics.endpoint),
     route("/openapi.json", GET=openapi),
+    route("/docs", GET=docs_page),
+    assets_mount(),
     Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
 ]
 
@@ -171,7 +178,8 @@ def create_app(
 
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(NotModified)],
+        # CORS outermost: the 304s NotModified answers before routing carry its headers too.
+        middleware=[*cors_middleware(settings.cors_origins), Middleware(NotModified)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

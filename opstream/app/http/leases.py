@@ -130,7 +130,7 @@ async def claim_lease(request: Request) -> Response:
     if not isinstance(worker, str) or len(worker) > 200:
         raise InvalidRequest("worker must be a name of at most 200 characters", field="worker")
     lease_ms = _lease_ms(body, svc)
-    wait = _seconds(body, "wait", 0.0, MAX_WAIT)
+    wait = min(_seconds(body, "wait", 0.0, MAX_WAIT), svc.settings.max_claim_wait_seconds)
     # Counted per tenant and name in GET /kinds; an unnamed worker by its address.
     peer = request.client.host if request.client else "unknown"
     name = f"http:{tenant}:{worker or peer}"

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from opstream.app.http.openapi_conventions import (
+    OPERATION,
+    PROBLEM,
+    json_content,
+    no_content,
+    operation,
+)
 from opstream.app.runtime.context import EVENT_TYPE
 from opstream.app.runtime.kinds import KIND_NAME
 
-PROBLEM = {"$ref": "#/components/responses/Problem"}
-TAGS = ["workers"]
+LEASE_TAG = {
+    "name": "workers",
+    "description": "the HTTP worker protocol: claim, report, renew, end (docs/workers.md)",
+}
+TAG = "workers"
 LEASE_ID = {
     "name": "lease_id",
     "in": "path",
@@ -17,12 +27,14 @@ LEASE_ID = {
     "description": "the lease id a claim returned: the capability to write this attempt",
     "schema": {"type": "string"},
 }
-# Every call on a lease: 401/403 without worker credentials, 409 lease-lost once not held.
-LEASE_PROBLEMS = {"400": PROBLEM, "401": PROBLEM, "403": PROBLEM, "409": PROBLEM}
+# Every call on a lease: 403 for a client token (or, without tokens, a peer that is not
+# loopback), 409 lease-lost once the lease is not held; 400, 401 and 503 come from
+# ``operation``.
+ON_A_LEASE = {"403": PROBLEM, "409": PROBLEM}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return json_content(schema, description)
 
 
 def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -54,13 +66,39 @@ REPORTED_EVENT = {
     "required": ["type"],
 }
 
+CLAIMED = _json(
+    {
+        "type": "object",
+        "properties": {
+            "lease": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "attempt": {"type": "integer"},
+                    "expiresAt": {"type": "string", "format": "date-time"},
+                },
+                "required": ["id", "attempt", "expiresAt"],
+            },
+            "operation": OPERATION,
+        },
+        "required": ["lease", "operation"],
+    },
+    "the lease and the operation (OperationStarted appended)",
+)
+
 LEASE_PATHS: dict[str, Any] = {
     "/leases": {
-        "post": {
-            "operationId": "claimLease",
-            "tags": TAGS,
-            "summary": "Claim the oldest queued operation of some kinds (long-poll)",
-            "requestBody": _body(
+        "post": operation(
+            "claimLease",
+            TAG,
+            "Claim the oldest queued operation of some kinds (long-poll)",
+            {
+                "201": CLAIMED,
+                "204": no_content("nothing came within wait seconds"),
+                "403": PROBLEM,
+                "413": PROBLEM,
+            },
+            body=_body(
                 {
                     "kinds": {
                         "type": "array",
@@ -74,80 +112,63 @@ LEASE_PATHS: dict[str, Any] = {
                 },
                 ["kinds"],
             ),
-            "responses": {
-                "201": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "lease": {
-                                "type": "object",
-                                "properties": {
-                                    "id": {"type": "string"},
-                                    "attempt": {"type": "integer"},
-                                    "expiresAt": {"type": "string", "format": "date-time"},
-                                },
-                            },
-                            "operation": {"$ref": "#/components/schemas/Operation"},
-                        },
-                    },
-                    "the lease and the operation (OperationStarted appended)",
-                ),
-                "204": {"description": "nothing came within wait seconds"},
-                **LEASE_PROBLEMS,
-            },
-        }
+        )
     },
     "/leases/{lease_id}": {
         "parameters": [LEASE_ID],
-        "put": {
-            "operationId": "renewLease",
-            "tags": TAGS,
-            "summary": "Renew the lease",
-            "requestBody": _body(
-                {"leaseSeconds": {"type": "number", "minimum": 1, "maximum": 3600}}
-            ),
-            "responses": {"200": HELD, **LEASE_PROBLEMS},
-        },
-        "delete": {
-            "operationId": "handBackLease",
-            "tags": TAGS,
-            "summary": "Hand the operation back (OperationRetried, handedBack: not an attempt)",
-            "responses": {"204": {"description": "handed back"}, **LEASE_PROBLEMS},
-        },
+        "put": operation(
+            "renewLease",
+            TAG,
+            "Renew the lease",
+            {"200": HELD, "413": PROBLEM, **ON_A_LEASE},
+            body=_body({"leaseSeconds": {"type": "number", "minimum": 1, "maximum": 3600}}),
+        ),
+        "delete": operation(
+            "handBackLease",
+            TAG,
+            "Hand the operation back (OperationRetried, handedBack: not an attempt)",
+            {"204": no_content("handed back"), **ON_A_LEASE},
+        ),
     },
     "/leases/{lease_id}/events": {
         "parameters": [LEASE_ID],
-        "post": {
-            "operationId": "reportEvents",
-            "tags": TAGS,
-            "summary": "Append events atomically, in order (conditional with expectedSeq)",
-            "requestBody": _body(
+        "post": operation(
+            "reportEvents",
+            TAG,
+            "Append events atomically, in order (conditional with expectedSeq)",
+            {"200": HELD, "413": PROBLEM, "422": PROBLEM, **ON_A_LEASE},
+            body=_body(
                 {
-                    "events": {"type": "array", "items": REPORTED_EVENT, "maxItems": 1000},
+                    "events": {
+                        "type": "array",
+                        "items": REPORTED_EVENT,
+                        "minItems": 1,
+                        "maxItems": 1000,
+                    },
                     "expectedSeq": {"type": "integer", "minimum": 0},
                 },
                 ["events"],
             ),
-            "responses": {"200": HELD, "413": PROBLEM, "422": PROBLEM, **LEASE_PROBLEMS},
-        },
+        ),
     },
     "/leases/{lease_id}/result": {
         "parameters": [LEASE_ID],
-        "put": {
-            "operationId": "putLeaseResult",
-            "tags": TAGS,
-            "summary": "Upload the result bytes, in their own content type, for the outcome",
-            "requestBody": {"required": True, "content": {"*/*": {"schema": {}}}},
-            "responses": {"204": {"description": "kept"}, "413": PROBLEM, **LEASE_PROBLEMS},
-        },
+        "put": operation(
+            "putLeaseResult",
+            TAG,
+            "Upload the result bytes, in their own content type, for the outcome",
+            {"204": no_content("kept"), "413": PROBLEM, **ON_A_LEASE},
+            body={"required": True, "content": {"*/*": {"schema": {}}}},
+        ),
     },
     "/leases/{lease_id}/outcome": {
         "parameters": [LEASE_ID],
-        "post": {
-            "operationId": "postLeaseOutcome",
-            "tags": TAGS,
-            "summary": "End the attempt: succeeded, failed (retry?) or cancelled",
-            "requestBody": _body(
+        "post": operation(
+            "postLeaseOutcome",
+            TAG,
+            "End the attempt: succeeded, failed (retry?) or cancelled",
+            {"200": _json(OPERATION, "the operation"), "413": PROBLEM, **ON_A_LEASE},
+            body=_body(
                 {
                     "status": {"enum": ["succeeded", "failed", "cancelled"]},
                     "result": {},
@@ -162,10 +183,6 @@ LEASE_PATHS: dict[str, Any] = {
                 },
                 ["status"],
             ),
-            "responses": {
-                "200": _json({"$ref": "#/components/schemas/Operation"}, "the operation"),
-                **LEASE_PROBLEMS,
-            },
-        },
+        ),
     },
 }

@@ -276,7 +276,7 @@ async def cancel_operation(request: Request) -> Response:
 async def delete_operation(request: Request) -> Response:
     """Cancel while queued or running (``202``); delete the output once finished (``204``).
     With ``If-Match: "<seq>"``, only if the operation is still at that seq (else ``412``)."""
-    if_match = request.headers.get("if-match")
+    if_match = inputs.if_match(request)
 
     def decide(op: Operation) -> list[m.NewEvent] | Response:
         _require_present(op)
@@ -335,7 +335,7 @@ async def get_result(request: Request) -> Response:
 
 async def delete_result(request: Request) -> Response:
     """Delete the result, keep the history (``204``); ``If-Match`` as for the operation."""
-    if_match = request.headers.get("if-match")
+    if_match = inputs.if_match(request)
 
     def decide(op: Operation) -> list[m.NewEvent]:
         _require_result(op)

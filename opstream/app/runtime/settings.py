@@ -36,6 +36,7 @@ class Settings:
     tokens_file: str = ""
     worker_tokens: str = field(default="", repr=False)
     max_result_bytes: int = 16 * 1024 * 1024
+    max_claim_wait_seconds: float = 60.0
     secret: str = ""
     stream_token_seconds: int = 300
     insecure: bool = False
@@ -48,6 +49,7 @@ class Settings:
     create_rate: float = 50.0
     poll_rate: float = 2.0
     max_streams: int = 1000
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse values the service would misbehave with: a negative heartbeat breaks every
@@ -116,6 +118,7 @@ LOWEST: dict[str, tuple[float, bool]] = {
     "poll_rate": (0, True),
     "max_streams": (1, False),
     "max_result_bytes": (1, False),
+    "max_claim_wait_seconds": (0, False),
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -159,6 +162,8 @@ HELP = {
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
     "worker_tokens": "worker-role tokens (HTTP workers, /leases) as tenant:token,...",
     "max_result_bytes": "largest result an HTTP worker may upload (PUT /leases/{id}/result)",
+    "max_claim_wait_seconds": "longest a claim (POST /leases) is held waiting for work, "
+    "whatever its wait asks: keep it under a proxy's read timeout",
     "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
     "secret": "key that signs stream tokens; share it between servers behind one address",
     "stream_token_seconds": "how long a stream token (for URLs) stays valid",
@@ -172,6 +177,8 @@ HELP = {
     "create_rate": "operations a tenant may create per second (burst: 2 seconds' worth)",
     "poll_rate": "status requests per second per operation before 429 (long-polls exempt)",
     "max_streams": "SSE streams a tenant may hold open in one process",
+    "cors_origins": "origins whose pages may call the API, e.g. https://app.example.com, "
+    "or * for any (comma-separated in env; none: no cross-origin access)",
 }
 
 
