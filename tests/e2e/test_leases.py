@@ -238,3 +238,18 @@ def test_worker_credentials_are_separate_and_per_tenant(tmp_path: Path) -> None:
             assert client.get(f"/operations/{operation_id}").status_code in (200, 303)
     finally:
         server.stop()
+
+
+def test_a_kinds_timeout_holds_for_an_http_worker(api: ServerProcess) -> None:
+    """A kind registered over HTTP with timeoutSeconds: the server fails an attempt that
+    runs longer, and the worker's next call on its lease is refused."""
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        kind = {"paramsSchema": {"type": "object"}, "timeoutSeconds": 1}
+        assert client.put("/kinds/team.slow", json=kind).status_code == 201
+        created = client.post("/operations", json={"kind": "team.slow", "params": {}})
+        operation_id = created.json()["id"]
+        lease = claim(client, kinds=["team.slow"], leaseSeconds=60)["lease"]
+        document = wait_terminal(client, operation_id, timeout=15)
+        assert document["status"] == "failed" and document["error"]["type"] == "Timeout"
+        late = client.post(f"/leases/{lease['id']}/outcome", json={"status": "succeeded"})
+        assert late.status_code == 409

@@ -172,6 +172,7 @@ class LeaseDesk:
         # result upload (docs/workers.md).
         self._staged: dict[str, tuple[float, StoredResult]] = {}
         self._periods: dict[str, tuple[float, int]] = {}
+        self._seen_until: dict[tuple[str, tuple[str, ...]], float] = {}
 
     async def claim(
         self,
@@ -189,13 +190,10 @@ class LeaseDesk:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         wanted = frozenset(kinds)
-        seen_until = 0.0
         while True:
             if await gone():
                 return None
-            if loop.time() >= seen_until:  # a third of the period it counts for
-                seen_until = loop.time() + lease_ms / 3000
-                await self._seen(worker, kinds, lease_ms)
+            await self._seen(worker, kinds, lease_ms)
             since = self.signal.version
             secret = secrets.token_urlsafe(24)
             taken_at = m.now_ms()
@@ -213,6 +211,15 @@ class LeaseDesk:
             await self.signal.wait(wanted, since, min(remaining, CLAIM_POLL_SECONDS))
 
     async def _seen(self, worker: str, kinds: Sequence[str], lease_ms: int) -> None:
+        """Count ``worker`` as serving ``kinds``: written at most every third of the period
+        it counts for (a worker claims far more often than that, and each is a write)."""
+        now = time.monotonic()
+        key = (worker, tuple(sorted(kinds)))
+        if self._seen_until.get(key, 0.0) > now:
+            return
+        if len(self._seen_until) > 10_000:  # a bound, however many workers come and go
+            self._seen_until.clear()
+        self._seen_until[key] = now + lease_ms / 3000
         try:
             await self.store.worker_seen(worker, kinds, lease_ms)
         except OpstreamError as exc:  # a count, not worth refusing a claim for
