@@ -35,9 +35,10 @@ SUBSCRIBERS = 2
 
 
 class HttpWorker:
-    """One ``opstream worker --url`` child process."""
+    """One ``opstream worker --url`` child process (``wait``: until it has registered its
+    kinds with the server and is claiming)."""
 
-    def __init__(self, url: str, log_path: Path) -> None:
+    def __init__(self, url: str, log_path: Path, *, wait: bool = True) -> None:
         self.log_path = log_path
         command = [
             sys.executable, "-m", "opstream.app.cli.main", "worker", "--url", url,
@@ -46,6 +47,10 @@ class HttpWorker:
         ]  # fmt: skip
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_until_claiming()
+
+    def wait_until_claiming(self) -> None:
         deadline = time.monotonic() + 20
         while "kinds:" not in self.log():
             assert self.proc.poll() is None, self.log()
@@ -210,3 +215,19 @@ def test_def_handlers_retryable_failures_and_worker_counts(
             assert retried[0]["details"]["retryDelayMs"] == 1000
     finally:
         worker.stop()
+
+
+def test_a_worker_started_before_its_server_waits_for_it(tmp_path: Path) -> None:
+    server = ServerProcess(database=tmp_path / "opstream.db", env={"OPSTREAM_CONCURRENCY": "0"})
+    worker = HttpWorker(server.url, tmp_path / "worker.log", wait=False)
+    try:
+        time.sleep(2)  # it tries, fails, backs off
+        assert worker.proc.poll() is None, worker.log()
+        server.start()
+        worker.wait_until_claiming()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            operation_id = start(client, "probe.blocking", {})
+            assert wait_terminal(client, operation_id)["status"] == "succeeded"
+    finally:
+        worker.stop()
+        server.stop()

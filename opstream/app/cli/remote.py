@@ -71,7 +71,7 @@ def run_remote_worker(args: argparse.Namespace, settings: Settings) -> int:
     except WorkerRefused as exc:
         print(f"opstream: {args.url} refuses this worker: {exc}", file=sys.stderr)
         return 1
-    except OpstreamError as exc:  # the server could not be reached to register the kinds
+    except OpstreamError as exc:  # a failure it cannot recover from, said in one line
         print(f"opstream: {args.url}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -149,13 +149,26 @@ class RemoteWorker:
                     "registering %s: %s %s", kind.name, response.status_code, response.text[:300]
                 )
 
+    async def _register_until_done(self, http: httpx.AsyncClient) -> None:
+        """Register the kinds, waiting for the server as long as it takes (a worker may
+        start before the server it serves); only refused credentials end it."""
+        delay = BACKOFF_SECONDS
+        while True:
+            try:
+                await self.register_kinds(http)
+                return
+            except StoreError as exc:
+                log.warning("%s is not answering (%s); trying again", self.url, exc)
+                await asyncio.sleep(delay)
+                delay = min(MAX_BACKOFF_SECONDS, delay * 2)
+
     async def run(self) -> None:
         """Claim and run operations until cancelled; then hand back what is running.
         Raises ``WorkerRefused`` when the server refuses the credentials."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         timeout = httpx.Timeout(30.0, read=self.claim_wait + 30.0)
         async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout) as http:
-            await self.register_kinds(http)
+            await self._register_until_done(http)
             log.info("worker %s on %s, kinds: %s", self.name, self.url, self.registry.names())
             slots = [
                 asyncio.create_task(self._slot(http), name=f"opstream-remote-slot-{i}")
