@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from opstream import __version__
+from opstream.app.http.durable_openapi import with_durable_streams
 from opstream.app.runtime.kinds import Kind
 from opstream.events.fold import STATUSES
 
@@ -263,14 +264,16 @@ PATHS: dict[str, Any] = {
             },
         },
     },
-    "/operations/{operation_id}/events": {
-        "parameters": [OPERATION_ID],
-        "get": {
-            "summary": "Replay the history",
-            "parameters": [AFTER, LIMIT, WAIT],
-            "responses": {"200": EVENTS, "400": PROBLEM, "404": PROBLEM},
-        },
-    },
+    "/operations/{operation_id}/events": with_durable_streams(
+        {
+            "parameters": [OPERATION_ID],
+            "get": {
+                "summary": "Replay the history (also a read-only Durable Stream)",
+                "parameters": [AFTER, LIMIT, WAIT],
+                "responses": {"200": EVENTS, "400": PROBLEM, "404": PROBLEM},
+            },
+        }
+    ),
     "/operations/{operation_id}/events/stream": {
         "parameters": [OPERATION_ID],
         "get": {
