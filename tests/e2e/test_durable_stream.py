@@ -176,8 +176,8 @@ def test_sse_sends_data_and_control_events_and_ends_with_the_stream(client: http
         for line in response.iter_lines():
             if line.startswith("event: "):
                 event = line[7:]
-            elif line.startswith("data: "):
-                frames.append((event, orjson.loads(line[6:])))
+            elif line.startswith("data:"):
+                frames.append((event, orjson.loads(line[5:])))
     kinds = [kind for kind, _ in frames]
     assert set(kinds) == {"data", "control"}
     data = [e for kind, body in frames if kind == "data" for e in body]  # type: ignore[attr-defined]

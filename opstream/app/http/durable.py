@@ -30,7 +30,7 @@ from opstream.app.http.auth import Caller
 from opstream.app.http.operations import JSON, load
 from opstream.app.http.problems import InvalidRequest, OffsetGone
 from opstream.app.http.services import Services, caller, services
-from opstream.app.http.sse import EventStream, control_frame
+from opstream.app.http.sse import EventStream
 from opstream.events.catchup import PAGE as REPLAY_PAGE
 from opstream.events.catchup import follow_operation, wait_for_events
 from opstream.events.fold import Operation
@@ -38,7 +38,6 @@ from opstream.events.model import Event
 from opstream.events.store import EventStore
 
 PAGE = 500  # events per catch-up page: the same offset always answers the same page
-LONG_POLL_SECONDS = 20.0
 SSE_SECONDS = 60.0  # PROTOCOL.md 10.2: close SSE about every minute so caches can collapse
 TERMINAL_LOOKBACK = 64
 MAX_REMEMBERED_ENDS = 10_000
@@ -63,13 +62,18 @@ SECURITY_HEADERS = {
 _ends: dict[str, int] = {}
 
 
+# Parameters of the classic replay: a request with any of them is answered as before.
+CLASSIC = frozenset({"after", "limit", "wait"})
+
+
 def wants_stream(request: Request) -> bool:
     """Whether a request to the events resource speaks the Durable Streams protocol: it
-    names an ``offset`` or a ``live`` mode, or it is a ``HEAD`` without ``?after=``."""
+    names an ``offset`` or a ``live`` mode, or none of the classic replay's parameters
+    (the protocol reads a plain ``GET`` as ``offset=-1``)."""
     query = request.query_params
     if "offset" in query or "live" in query:
         return True
-    return request.method == "HEAD" and "after" not in query
+    return not CLASSIC.intersection(query.keys())
 
 
 async def read_stream(request: Request) -> Response:
@@ -229,7 +233,7 @@ async def _long_poll(
         # The stream is over and the reader has it all: say so at once, never wait.
         return _nothing_new(shared, tail, None, closed=True)
     events = await wait_for_events(
-        svc.store, svc.hub, op.id, after, limit=PAGE, max_wait=LONG_POLL_SECONDS
+        svc.store, svc.hub, op.id, after, limit=PAGE, max_wait=svc.settings.long_poll_seconds
     )
     kept, ends = rules.clip(events)
     if not kept:
@@ -253,11 +257,16 @@ def _nothing_new(shared: bool, seq: int, cursor: str | None, *, closed: bool) ->
     return Response(status_code=204, headers=headers)
 
 
+# "data:" with no space after it: valid SSE, and what the conformance suite parses.
+DATA_FRAME = b"event: data\ndata:%s\n\n"
+CONTROL_FRAME = b"event: control\ndata:%s\n\n"
+
+
 def _control(next_seq: int, cursor: str | None, *, up_to_date: bool, closed: bool) -> bytes:
     body = rules.control_event(
         rules.encode_offset(next_seq), cursor, up_to_date=up_to_date, closed=closed
     )
-    return control_frame("control", orjson.dumps(body))
+    return CONTROL_FRAME % orjson.dumps(body)
 
 
 def _sse(
@@ -268,7 +277,13 @@ def _sse(
     body = _sse_body(svc, who, op, after, tail, closed, client_cursor)
     return EventStream(
         body,
-        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={
+            **SECURITY_HEADERS,
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            # Exactly the protocol's type: Starlette would add "; charset=utf-8".
+            "Content-Type": "text/event-stream",
+        },
         ping=svc.settings.heartbeat_seconds,
         send_timeout=svc.settings.heartbeat_seconds,
         shutdown_event=svc.stopping,
@@ -306,11 +321,13 @@ async def _sse_body(
                 except (StopAsyncIteration, TimeoutError):
                     return
                 kept, ends = rules.clip(batch)
+                data = b""
                 if kept:
                     position = kept[-1].seq
-                    yield b"event: data\ndata: " + events_json(kept) + b"\n\n"
+                    data = DATA_FRAME % events_json(kept)
                 up_to_date = ends or len(batch) < REPLAY_PAGE
-                yield _control(
+                # One write: a reader never sees the data without the offset that follows it.
+                yield data + _control(
                     position, None if ends else cursor(position), up_to_date=up_to_date, closed=ends
                 )
                 if ends:

@@ -44,6 +44,7 @@ class Settings:
     create_rate: float = 50.0
     poll_rate: float = 2.0
     max_streams: int = 1000
+    long_poll_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         """Refuse values the service would misbehave with: a negative heartbeat breaks every
@@ -109,6 +110,7 @@ LOWEST: dict[str, tuple[float, bool]] = {
     "create_rate": (0, True),
     "poll_rate": (0, True),
     "max_streams": (1, False),
+    "long_poll_seconds": (0, True),
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -162,6 +164,7 @@ HELP = {
     "create_rate": "operations a tenant may create per second (burst: 2 seconds' worth)",
     "poll_rate": "status requests per second per operation before 429 (long-polls exempt)",
     "max_streams": "SSE streams a tenant may hold open in one process",
+    "long_poll_seconds": "how long a Durable Stream long-poll (live=long-poll) waits for news",
 }
 
 
