@@ -44,6 +44,12 @@ def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
         metavar="MODULE",
         help=f"{HELP['handlers']} (env OPSTREAM_HANDLERS)",
     )
+    parser.add_argument(
+        "--no-demo",
+        action="store_true",
+        default=None,
+        help=f"{HELP['no_demo']} (env OPSTREAM_NO_DEMO)",
+    )
     flag("concurrency", int)
     flag("lease_seconds", float)
     flag("max_attempts", int)
@@ -117,7 +123,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "host", "port", "database", "concurrency", "lease_seconds", "max_attempts",
         "max_body_bytes", "heartbeat_seconds", "sqlite_synchronous", "log_level",
         "tokens_file", "insecure", "result_ttl_seconds", "history_ttl_seconds",
-        "tombstone_ttl_seconds", "idempotency_ttl_seconds",
+        "tombstone_ttl_seconds", "idempotency_ttl_seconds", "no_demo",
     ]  # fmt: skip
     overrides = {name: getattr(args, name, None) for name in names}
     if args.handlers:

@@ -23,6 +23,7 @@ from opstream.app.http.feeds import (
     operation_events,
     operation_stream,
 )
+from opstream.app.http.kinds import list_kinds, put_kind
 from opstream.app.http.limits import Limits
 from opstream.app.http.not_modified import NotModified
 from opstream.app.http.openapi import openapi_document
@@ -34,7 +35,6 @@ from opstream.app.http.operations import (
     get_operation,
     get_result,
     json_response,
-    list_kinds,
     list_operations,
 )
 from opstream.app.http.problems import EXCEPTION_HANDLERS
@@ -92,6 +92,7 @@ ROUTES = [
     route("/events/stream", GET=feed_stream),
     route("/stream-tokens", POST=create_stream_token),
     route("/kinds", GET=list_kinds),
+    route("/kinds/{name}", PUT=put_kind),
     route("/healthz", GET=healthz),
     route("/metrics", GET=metrics.endpoint),
     route("/openapi.json", GET=openapi),
@@ -127,6 +128,7 @@ def create_app(
         app.state.services = svc = Services(
             settings, store, hub, projections, engine.kinds, engine.tenants, stream_tokens, limits
         )
+        svc.catalog = engine.catalog
         watch_metrics(store, hub, limits.open_streams)
 
         async def close_streams_on_shutdown() -> None:

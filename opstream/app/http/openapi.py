@@ -11,7 +11,8 @@ from typing import Any
 
 from opstream import __version__
 from opstream.app.http.durable_openapi import with_durable_streams
-from opstream.app.runtime.kinds import Kind
+from opstream.app.runtime.catalog import MAX_DESCRIPTION
+from opstream.app.runtime.kinds import KIND_NAME, Kind
 from opstream.events.fold import STATUSES
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -60,9 +61,47 @@ SSE = {
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
 }
 OPERATION = {"$ref": "#/components/schemas/Operation"}
+KIND = {"$ref": "#/components/schemas/Kind"}
 OP_DOC = _json(OPERATION, "the operation document")
 
+KIND_POLICY: dict[str, Any] = {
+    "timeoutSeconds": {
+        "type": ["number", "null"],
+        "exclusiveMinimum": 0,
+        "description": "an attempt running longer is stopped; the operation fails (Timeout)",
+    },
+    "maxAttempts": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": 100,
+        "description": "attempts after lost leases and retryable failures",
+    },
+}
 SCHEMAS: dict[str, Any] = {
+    "KindDefinition": {
+        "type": "object",
+        "properties": {
+            "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+            "paramsSchema": {"type": "object", "description": "a JSON Schema (2020-12)"},
+            **KIND_POLICY,
+        },
+        "required": ["paramsSchema"],
+        "additionalProperties": False,
+    },
+    "Kind": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "paramsSchema": {"type": "object"},
+            **KIND_POLICY,
+            "workers": {
+                "type": "integer",
+                "description": "workers that asked for the kind within their lease period",
+            },
+        },
+        "required": ["name", "description", "paramsSchema", "workers"],
+    },
     "Problem": {
         "type": "object",
         "properties": {
@@ -349,8 +388,49 @@ PATHS: dict[str, Any] = {
     },
     "/kinds": {
         "get": {
-            "summary": "Registered kinds and their params schemas",
-            "responses": {"200": _json({"type": "object"}, "the kinds")},
+            "operationId": "listKinds",
+            "tags": ["kinds"],
+            "summary": "Registered kinds: params schemas, policies and live worker counts",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"items": {"type": "array", "items": KIND}},
+                        "required": ["items"],
+                    },
+                    "the kinds",
+                ),
+                "401": PROBLEM,
+            },
+        }
+    },
+    "/kinds/{name}": {
+        "put": {
+            "operationId": "putKind",
+            "tags": ["kinds"],
+            "summary": "Register or update a kind (any API server then validates its params)",
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": KIND_NAME.pattern},
+                    "description": "team.job: lowercase, dot-separated",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/KindDefinition"}}
+                },
+            },
+            "responses": {
+                "200": _json(KIND, "updated"),
+                "201": _json(KIND, "registered"),
+                "400": PROBLEM,
+                "401": PROBLEM,
+                "422": PROBLEM,
+            },
         }
     },
     "/healthz": {

@@ -132,9 +132,10 @@ async def _new_operation(svc: Services, body: Any) -> tuple[str, Any, str | None
             "kind is required: the name of a registered kind (see /kinds)",
             errors=[{"field": "kind", "pointer": "/kind", "message": "kind is required"}],
         )
-    kind = svc.registry.get(name)
+    catalog = svc.kinds()
+    kind = await catalog.find(name)
     if kind is None:
-        message = f"unknown kind {name!r}; known: {', '.join(svc.registry.names())}"
+        message = f"unknown kind {name!r}; known: {', '.join(await catalog.names())}"
         raise UnknownKind(
             message, errors=[{"field": "kind", "pointer": "/kind", "message": message}]
         )
@@ -403,12 +404,6 @@ async def list_operations(request: Request) -> Response:
     # Deleted and expired operations answer 410: they are not listed (a page may run short).
     items = [operation_document(op) for op in ops if not op.is_gone]
     return json_response({"items": items, "next": following, "position": position})
-
-
-async def list_kinds(request: Request) -> Response:
-    caller(request)
-    registry = services(request).registry
-    return json_response({"items": [k.to_dict() for k in registry]})
 
 
 async def _check_callback_url(svc: Services, url: object) -> None:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from opstream.app.http.auth import OPEN_CALLER, Caller, StreamTokens, bearer_token
 from opstream.app.http.limits import Limits
+from opstream.app.runtime.catalog import KindCatalog
 from opstream.app.runtime.kinds import Registry
 from opstream.app.runtime.settings import Settings
 from opstream.app.runtime.tenants import Tenants, Unauthenticated
@@ -29,6 +30,15 @@ class Services:
     limits: Limits = field(default_factory=Limits)
     # Set when the server starts shutting down: open streams end cleanly instead of being cut.
     stopping: anyio.Event = field(default_factory=anyio.Event)
+    # The kinds in the store: the engine's, once started (see ``kinds``).
+    catalog: KindCatalog | None = None
+
+    def kinds(self) -> KindCatalog:
+        """The kinds every process can accept (an app built without an engine gets a
+        catalog of its own)."""
+        if self.catalog is None:
+            self.catalog = KindCatalog(self.store, self.registry, self.settings.max_attempts)
+        return self.catalog
 
 
 def services(request: Request) -> Services:
