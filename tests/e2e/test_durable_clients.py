@@ -3,9 +3,9 @@
 The official TypeScript client (``@durable-streams/client``, run by node from
 ``tests/durable/``) and the Python client (``durable-streams`` from PyPI) each follow one
 running operation in catch-up, long-poll and SSE mode while the server is killed with
-``kill -9`` and started again on the same database. Each resumes from the last offset it
-was handed, as the protocol tells clients to, and must receive every event of the stream
-exactly once, in order, ending at the terminal event.
+``kill -9`` and started again on the same database (SQLite, then PostgreSQL). Each resumes
+from the last offset it was handed, as the protocol tells clients to, and must receive
+every event of the stream exactly once, in order, ending at the terminal event.
 
 The PyPI client (0.1.0) predates ``Stream-Closed``, so the Python follower stops at the
 terminal event itself, as an application using it would.
@@ -13,19 +13,23 @@ terminal event itself, as an application using it would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess
+from tests.postgres.conftest import create_schema, drop_schema, new_schema_name, with_search_path
 from tests.requirements import missing, program
+from tests.store.backends import postgres_url
 
 from .helpers import TERMINAL, countdown, history, wait_terminal
 
@@ -110,10 +114,27 @@ def expected_stream(server: ServerProcess, operation_id: str) -> list[int]:
     return list(range(1, ends[0] + 1))
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'opstream.db'}"
+        return
+    schema = new_schema_name()
+    asyncio.run(create_schema(schema))  # skips (fails in CI) without PostgreSQL
+    try:
+        yield with_search_path(postgres_url(), schema)
+    finally:
+        asyncio.run(drop_schema(schema))
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_official_clients_follow_an_operation_through_kill_9(tmp_path: Path, mode: str) -> None:
+def test_official_clients_follow_an_operation_through_kill_9(
+    tmp_path: Path, database: str, mode: str
+) -> None:
     node_client()
-    server = start_server(tmp_path, OPSTREAM_LEASE_SECONDS="1")
+    lease = {"OPSTREAM_LEASE_SECONDS": "1"}
+    server = ServerProcess(tmp_path / "opstream.db", database_url=database, env=lease).start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             operation_id = countdown(client, STEPS, INTERVAL_MS)
