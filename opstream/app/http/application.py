@@ -120,7 +120,10 @@ def create_app(
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_: object = None) -> AsyncIterator[None]:
+        # Always opstream's own app, whatever is passed: a host that mounts opstream runs
+        # this from its lifespan with its own app (docs/embedding.md), and the services
+        # must land where opstream's routes look for them.
         await engine.start()
         store, hub = engine.store, engine.hub
         projections = ProjectionCache(store)
