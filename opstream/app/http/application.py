@@ -24,6 +24,7 @@ from opstream.app.http.feeds import (
     operation_stream,
 )
 from opstream.app.http.limits import Limits
+from opstream.app.http.loopback_guard import LoopbackOnly
 from opstream.app.http.not_modified import NotModified
 from opstream.app.http.openapi import openapi_document
 from opstream.app.http.operations import (
@@ -38,7 +39,9 @@ from opstream.app.http.operations import (
     list_operations,
 )
 from opstream.app.http.problems import EXCEPTION_HANDLERS
+from opstream.app.http.readiness import readyz
 from opstream.app.http.services import Services, services
+from opstream.app.runtime import logs
 from opstream.app.runtime.engine import Engine, stop_this_process
 from opstream.app.runtime.metrics import watch as watch_metrics
 from opstream.app.runtime.settings import Settings
@@ -93,6 +96,7 @@ ROUTES = [
     route("/stream-tokens", POST=create_stream_token),
     route("/kinds", GET=list_kinds),
     route("/healthz", GET=healthz),
+    route("/readyz", GET=readyz),
     route("/metrics", GET=metrics.endpoint),
     route("/openapi.json", GET=openapi),
     Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
@@ -110,6 +114,8 @@ def create_app(
     ``on_failure`` is what happens when a background task ends unexpectedly (by default the
     process is asked to stop); the app's ``state.engine`` holds the running parts."""
     settings = settings or Settings.from_env()
+    # The same whether `opstream serve`, `uvicorn --factory` or a host application runs it.
+    logs.adopt(settings.log_level, settings.log_format)
     engine = Engine(settings, store, on_failure=on_failure)
     stream_tokens = StreamTokens(settings.secret.encode() or None, settings.stream_token_seconds)
     limits = Limits(
@@ -148,9 +154,12 @@ def create_app(
         finally:
             await engine.stop()
 
+    middleware = [Middleware(NotModified)]
+    if engine.tenants.open and not settings.insecure:
+        middleware.insert(0, Middleware(LoopbackOnly))  # first: before a 304 is answered
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(NotModified)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

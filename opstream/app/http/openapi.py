@@ -356,6 +356,27 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json({"type": "object"}, "alive"), "503": PROBLEM},
         }
     },
+    "/readyz": {
+        "get": {
+            "operationId": "getReadiness",
+            "tags": ["service"],
+            "summary": "Readiness: the database answers and its schema is current",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "status": {"const": "ready"},
+                            "schemaVersion": {"type": "integer"},
+                        },
+                        "required": ["status", "schemaVersion"],
+                    },
+                    "ready to take traffic",
+                ),
+                "503": PROBLEM,
+            },
+        }
+    },
     "/metrics": {
         "get": {
             "summary": "Prometheus metrics",

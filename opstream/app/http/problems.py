@@ -79,6 +79,10 @@ class NotStarted(Problem):
     status, slug, title = 503, "not-started", "opstream is not running"
 
 
+class NotReady(Problem):
+    status, slug, title = 503, "not-ready", "Not ready to take traffic"
+
+
 class PreconditionFailed(Problem):
     status, slug, title = 412, "precondition-failed", "The operation has moved on"
 

@@ -30,6 +30,7 @@ class Settings:
     webhook_connect_seconds: float = 5.0
     webhook_timeout_seconds: float = 10.0
     log_level: str = "info"
+    log_format: str = "text"
     tokens: str = ""
     tokens_file: str = ""
     secret: str = ""
@@ -61,6 +62,11 @@ class Settings:
             raise ValueError(
                 f"{_flag('sqlite_synchronous')} must be one of {', '.join(SYNCHRONOUS)}, "
                 f"not {self.sqlite_synchronous!r}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"{_flag('log_format')} must be one of {', '.join(LOG_FORMATS)}, "
+                f"not {self.log_format!r}"
             )
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(
@@ -112,6 +118,7 @@ LOWEST: dict[str, tuple[float, bool]] = {
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 def flag_of(name: str) -> str:
@@ -148,6 +155,7 @@ HELP = {
     "webhook_connect_seconds": "webhook DNS and connect timeout",
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning, error or critical",
+    "log_format": "text, or json for one JSON object per line (access lines included)",
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
     "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
     "secret": "key that signs stream tokens; share it between servers behind one address",
