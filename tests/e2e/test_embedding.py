@@ -136,3 +136,22 @@ async def test_without_the_lifespan_a_clear_503(tmp_path: Path) -> None:
     assert answer.status_code == 503
     assert answer.headers["content-type"] == "application/problem+json"
     assert "lifespan" in answer.json()["detail"]
+
+
+def test_behind_a_proxy_that_strips_the_prefix(tmp_path: Path) -> None:
+    """``uvicorn --root-path /lro``: the proxy strips ``/lro``, opstream writes it back."""
+    from tests.uvicorn_servers import start_factory
+
+    server = start_factory(tmp_path, "--root-path", "/lro")
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:  # as the proxy sends
+            created = http.post(
+                "/operations",
+                json={"kind": "demo.countdown", "params": {"steps": 1, "intervalMs": 10}},
+            )
+            assert created.status_code == 202, created.text
+            op_id = created.json()["id"]
+            assert created.headers["location"] == f"/lro/operations/{op_id}"
+            assert created.json()["links"]["self"] == f"/lro/operations/{op_id}"
+    finally:
+        server.stop()
