@@ -155,3 +155,35 @@ def test_behind_a_proxy_that_strips_the_prefix(tmp_path: Path) -> None:
             assert created.json()["links"]["self"] == f"/lro/operations/{op_id}"
     finally:
         server.stop()
+
+
+def test_sigterm_ends_open_streams_and_stops_the_host(embedded: UvicornProcess) -> None:
+    """opstream's lifespan, run from the host's, ends its streams on shutdown: uvicorn
+    does not wait out its graceful-shutdown timeout for them."""
+    import signal
+    import threading
+    import time
+
+    with httpx.Client(base_url=embedded.url, timeout=30) as http:
+        op_id = countdown(http, 200, 100)  # 20 s: still running when the server stops
+        frames: list[str] = []
+
+        def follow() -> None:
+            with http.stream("GET", f"/operations/{op_id}/events/stream") as stream:
+                frames.extend(stream.iter_lines())
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while not any("ProgressUpdated" in line for line in frames):
+            assert time.monotonic() < deadline, "the stream never got going"
+            time.sleep(0.05)
+        assert embedded.proc is not None
+        started = time.monotonic()
+        embedded.proc.send_signal(signal.SIGTERM)
+        # uvicorn raises the signal again once it has shut down cleanly: -15 is a clean exit.
+        assert embedded.proc.wait(10) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in embedded.log()
+        reader.join(5)
+        assert not reader.is_alive(), "the stream did not end with the server"
+        assert time.monotonic() - started < 5

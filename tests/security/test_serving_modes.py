@@ -177,3 +177,16 @@ def test_json_formatter_shapes_an_access_line() -> None:
     assert entry["path"] == "/events/stream?access_token=[redacted]"
     assert entry["status"] == 200 and entry["client"] == "127.0.0.1:5000"
     assert TOKEN not in entry["message"]
+
+
+def test_opstream_worker_log_format_json(tmp_path: Path) -> None:
+    from tests.conftest import WorkerProcess
+
+    worker = WorkerProcess(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        log_path=tmp_path / "worker.log",
+        env={"OPSTREAM_LOG_FORMAT": "json"},
+    ).start()
+    assert worker.stop() == 0
+    entries = [orjson.loads(line) for line in worker.log().splitlines() if line.strip()]
+    assert any(entry["message"].startswith("worker ") for entry in entries), entries
