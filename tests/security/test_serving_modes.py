@@ -190,3 +190,14 @@ def test_opstream_worker_log_format_json(tmp_path: Path) -> None:
     assert worker.stop() == 0
     entries = [orjson.loads(line) for line in worker.log().splitlines() if line.strip()]
     assert any(entry["message"].startswith("worker ") for entry in entries), entries
+
+
+def test_opstream_serve_no_access_log(tmp_path: Path) -> None:
+    server = start_server(tmp_path, OPSTREAM_ACCESS_LOG="0")
+    try:
+        probe_with_a_token(server)
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        time.sleep(0.3)
+        assert "GET /events" not in server.log()
+    finally:
+        server.stop()

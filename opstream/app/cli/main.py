@@ -64,6 +64,14 @@ def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
             default=None,
             help=f"{HELP['insecure']} (env OPSTREAM_INSECURE)",
         )
+        parser.add_argument(
+            "--no-access-log",
+            dest="access_log",
+            action="store_false",
+            default=None,
+            help="write no access lines (by default each request is logged at info, "
+            "stream tokens redacted) (env OPSTREAM_ACCESS_LOG=0)",
+        )
         for ttl in ("result", "history", "tombstone", "idempotency"):
             flag(f"{ttl}_ttl_seconds", float)
     flag("sqlite_synchronous", str, choices=["FULL", "NORMAL"])
@@ -124,6 +132,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     names = [
         "host", "port", "database", "concurrency", "lease_seconds", "max_attempts",
         "max_body_bytes", "heartbeat_seconds", "sqlite_synchronous", "log_level", "log_format",
+        "access_log",
         "tokens_file", "insecure", "result_ttl_seconds", "history_ttl_seconds",
         "tombstone_ttl_seconds", "idempotency_ttl_seconds",
     ]  # fmt: skip
@@ -190,7 +199,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         log_config=None,  # logs.configure's handler takes uvicorn's records too
         timeout_graceful_shutdown=5,
-        access_log=True,  # at info, stream tokens redacted (logs.protect_access_log)
+        access_log=settings.access_log,  # at info, tokens redacted (logs.protect_access_log)
     )
     server = Server(config, send_timeout=2 * settings.heartbeat_seconds)
     server.run()

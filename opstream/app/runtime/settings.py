@@ -31,6 +31,7 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
+    access_log: bool = True
     tokens: str = ""
     tokens_file: str = ""
     secret: str = ""
@@ -156,6 +157,8 @@ HELP = {
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning, error or critical",
     "log_format": "text, or json for one JSON object per line (access lines included)",
+    "access_log": "log each request at info, stream tokens redacted (serve only; under "
+    "uvicorn, its --no-access-log)",
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
     "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
     "secret": "key that signs stream tokens; share it between servers behind one address",
