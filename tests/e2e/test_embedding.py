@@ -90,6 +90,12 @@ def test_location_303_and_links_stay_under_the_mount_path(embedded: UvicornProce
         listed = http.get("/lro/operations").json()["items"]
         assert listed[0]["links"]["self"] == f"/lro/operations/{op_id}"
 
+        token = http.post("/lro/stream-tokens", json={"operationId": op_id})
+        assert token.status_code == 201, token.text
+        stream = token.json()["stream"]
+        assert stream.startswith(f"/lro/operations/{op_id}/events/stream?access_token=")
+        assert "event: OperationSucceeded" in http.get(stream).text
+
 
 def test_the_stream_replays_under_the_mount_path(embedded: UvicornProcess) -> None:
     with httpx.Client(base_url=embedded.url, timeout=10) as http:
