@@ -201,3 +201,17 @@ def test_opstream_serve_no_access_log(tmp_path: Path) -> None:
         assert "GET /events" not in server.log()
     finally:
         server.stop()
+
+
+def test_what_counts_as_arriving_on_loopback() -> None:
+    from opstream.app.http.loopback_guard import arrived_on_loopback
+
+    def on(server: object) -> bool:
+        return arrived_on_loopback({"type": "http", "server": server})
+
+    assert on(("127.0.0.1", 8000)) and on(("127.0.0.2", 8000)) and on(("::1", 8000))
+    assert on(("::ffff:127.0.0.1", 8000))  # a dual-stack socket's view of 127.0.0.1
+    assert on(("/run/opstream.sock", None)) and on(None)  # a Unix socket; no word at all
+    assert on(("testserver", 80))  # a test client's name, not an interface
+    assert not on(("192.0.2.10", 8000)) and not on(("2001:db8::1", 8000))
+    assert not on(("0.0.0.0", 8000))

@@ -35,10 +35,19 @@ def is_loopback(host: str) -> bool:
 
 
 def arrived_on_loopback(scope: Scope) -> bool:
+    """Whether the request arrived on a loopback address, as far as the scope tells: a
+    server puts its socket's address there; no address (a Unix socket, a server that does
+    not say) or a name instead of one (Starlette's TestClient says ``testserver``) is not
+    a network interface, and counts as local."""
     server = scope.get("server")
-    if not server or server[1] is None:  # a Unix socket, or a server that does not say
+    if not server or server[1] is None:
         return True
-    return is_loopback(str(server[0]))
+    host = str(server[0])
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True
+    return is_loopback(host)
 
 
 class LoopbackOnly:
