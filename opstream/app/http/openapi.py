@@ -498,6 +498,28 @@ PATHS: dict[str, Any] = {
             public=True,
         ),
     },
+    "/readyz": {
+        "get": operation(
+            "getReadiness",
+            "service",
+            "Readiness: the database answers and its schema is current",
+            {
+                "200": json_content(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "status": {"const": "ready"},
+                            "schemaVersion": {"type": "integer"},
+                        },
+                        "required": ["status", "schemaVersion"],
+                    },
+                    "ready to take traffic",
+                ),
+                "503": PROBLEM,
+            },
+            public=True,
+        ),
+    },
     "/metrics": {
         "get": operation(
             "getMetrics",

@@ -32,6 +32,8 @@ class Settings:
     webhook_connect_seconds: float = 5.0
     webhook_timeout_seconds: float = 15.0
     log_level: str = "info"
+    log_format: str = "text"
+    access_log: bool = True
     tokens: str = ""
     tokens_file: str = ""
     secret: str = ""
@@ -70,6 +72,11 @@ class Settings:
         parse_schedule(self.webhook_retry_schedule)
         if self.webhook_secret.strip():
             parse_keyring(self.webhook_secret)
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"{_flag('log_format')} must be one of {', '.join(LOG_FORMATS)}, "
+                f"not {self.log_format!r}"
+            )
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(
                 f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}, "
@@ -117,6 +124,7 @@ LOWEST: dict[str, tuple[float, bool]] = {
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 def flag_of(name: str) -> str:
@@ -154,6 +162,9 @@ HELP = {
     "webhook_connect_seconds": "webhook DNS and connect timeout",
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning, error or critical",
+    "log_format": "text, or json for one JSON object per line (access lines included)",
+    "access_log": "log each request at info, stream tokens redacted (serve only; under "
+    "uvicorn, its --no-access-log)",
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
     "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
     "secret": "key that signs stream tokens; share it between servers behind one address",
