@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-TAGS = ["durable-streams"]
-PROBLEM = {"$ref": "#/components/responses/Problem"}
+from opstream.app.http.openapi_conventions import PROBLEM, operation
+
+TAG = "events"
 
 
 def _header(description: str) -> dict[str, Any]:
@@ -57,6 +58,8 @@ RESPONSES: dict[str, Any] = {
     },
     "304": {"description": "the If-None-Match ETag still holds", "headers": STREAM_HEADERS},
     "410": PROBLEM,
+    # live=sse counts against the tenant's open streams (OPSTREAM_MAX_STREAMS).
+    "429": {"$ref": "#/components/responses/TooManyRequests"},
 }
 
 
@@ -66,22 +69,21 @@ def with_durable_streams(path_item: dict[str, Any]) -> dict[str, Any]:
     get = dict(path_item["get"])
     get["parameters"] = [*get.get("parameters", []), *PARAMETERS]
     ok = dict(get["responses"]["200"])
-    ok["headers"] = STREAM_HEADERS
+    ok["headers"] = {**ok.get("headers", {}), **STREAM_HEADERS}
     ok["content"] = {
         **ok["content"],
         "text/event-stream": {"schema": {"type": "string"}},
     }
     get["responses"] = {**get["responses"], "200": ok, **RESPONSES}
-    get.setdefault("operationId", "readOperationEvents")
-    get.setdefault("tags", ["events", *TAGS])
-    head = {
-        "operationId": "headOperationEvents",
-        "tags": TAGS,
-        "summary": "The stream's tail offset and whether it is closed (no body)",
-        "responses": {
+    head = operation(
+        "headOperationEvents",
+        TAG,
+        "The Durable Stream's tail offset and whether it is closed (no body)",
+        {
             "200": {"description": "the stream's metadata", "headers": STREAM_HEADERS},
             "404": PROBLEM,
             "410": PROBLEM,
         },
-    }
+        stream_token=True,
+    )
     return {**path_item, "get": get, "head": head}
