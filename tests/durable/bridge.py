@@ -166,6 +166,11 @@ def _sse_frame(content_type: str, frame: bytes) -> bytes:
 
 
 async def _read(scope: Scope, receive: Receive, send: Send, name: str) -> None:
+    if scope["method"] == "OPTIONS":
+        # A preflight names no stream that must exist: opstream's CORS layer answers it.
+        operation_id = streams.get(name, ("op_preflight", ""))[0]
+        await inner({**scope, "path": f"/operations/{operation_id}/events"}, receive, send)
+        return
     if name not in streams:
         await Response(status_code=404, headers=SECURITY_HEADERS)(scope, receive, send)
         return
@@ -226,7 +231,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await inner(scope, receive, send)
         return
     name = path[len(PREFIX) :]
-    if scope["method"] in ("GET", "HEAD"):
+    if scope["method"] in ("GET", "HEAD", "OPTIONS"):  # OPTIONS: opstream's CORS preflight
         await _read(scope, receive, send, name)
         return
     request = Request(scope, receive)

@@ -46,6 +46,7 @@ def bridge(tmp_path: Path) -> Iterator[str]:
         "OPSTREAM_LONG_POLL_SECONDS": "0.5",  # the suite expects short long-polls
         "OPSTREAM_MAX_STREAMS": "100000",
         "OPSTREAM_POLL_RATE": "100000",
+        "OPSTREAM_CORS_ORIGINS": "*",  # the suite sends a CORS preflight
     }
     command = [
         sys.executable, "-m", "uvicorn", "--app-dir", str(DURABLE), "bridge:app",
