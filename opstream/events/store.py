@@ -176,6 +176,12 @@ class EventStore(Protocol):
     async def head(self) -> int:
         """The position below which every event is committed and readable."""
 
+    # The schema version this code creates and writes (its newest migration).
+    SCHEMA_VERSION: int
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at, read from it now (so it must answer)."""
+
     async def wait_for_change(self, head: int, max_wait: float) -> int:
         """Once the store's head has moved past ``head`` (by any process), or after
         ``max_wait`` seconds, the head as the store last saw it: every event up to it is

@@ -16,7 +16,7 @@ from opstream.app.runtime.settings import Settings
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 # Those that never ask for credentials (the guard in the command line is about the others).
-PUBLIC = {"getDashboard", "getHealth", "getMetrics", "getOpenApi", "getApiDocs"}
+PUBLIC = {"getDashboard", "getHealth", "getReadiness", "getMetrics", "getOpenApi", "getApiDocs"}
 
 
 def operations(paths: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -35,6 +35,7 @@ from opstream.app.http.leases import (
     report_events,
 )
 from opstream.app.http.limits import Limits
+from opstream.app.http.loopback_guard import LoopbackOnly
 from opstream.app.http.not_modified import NotModified
 from opstream.app.http.openapi import openapi_document
 from opstream.app.http.operations import (
@@ -48,7 +49,9 @@ from opstream.app.http.operations import (
     list_operations,
 )
 from opstream.app.http.problems import EXCEPTION_HANDLERS
+from opstream.app.http.readiness import readyz
 from opstream.app.http.services import Services, services
+from opstream.app.runtime import logs
 from opstream.app.runtime.engine import Engine, stop_this_process
 from opstream.app.runtime.metrics import watch as watch_metrics
 from opstream.app.runtime.remote_leases import LeaseDesk, recover_forever
@@ -113,6 +116,7 @@ ROUTES = [
     route("/leases/{lease_id}/result", PUT=put_result),
     route("/leases/{lease_id}/outcome", POST=post_outcome),
     route("/healthz", GET=healthz),
+    route("/readyz", GET=readyz),
     route("/metrics", GET=metrics.endpoint),
     route("/openapi.json", GET=openapi),
     route("/docs", GET=docs_page),
@@ -132,6 +136,8 @@ def create_app(
     ``on_failure`` is what happens when a background task ends unexpectedly (by default the
     process is asked to stop); the app's ``state.engine`` holds the running parts."""
     settings = settings or Settings.from_env()
+    # The same whether `opstream serve`, `uvicorn --factory` or a host application runs it.
+    logs.adopt(settings.log_level, settings.log_format)
     engine = Engine(settings, store, on_failure=on_failure)
     stream_tokens = StreamTokens(settings.secret.encode() or None, settings.stream_token_seconds)
     limits = Limits(
@@ -142,7 +148,10 @@ def create_app(
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_: object = None) -> AsyncIterator[None]:
+        # Always opstream's own app, whatever is passed: a host that mounts opstream runs
+        # this from its lifespan with its own app (docs/embedding.md), and the services
+        # must land where opstream's routes look for them.
         await engine.start()
         store, hub = engine.store, engine.hub
         projections = ProjectionCache(store)
@@ -176,10 +185,14 @@ def create_app(
         finally:
             await engine.stop()
 
+    middleware = [Middleware(NotModified)]
+    if engine.tenants.open and not settings.insecure:
+        middleware.insert(0, Middleware(LoopbackOnly))  # before a 304 is answered
+    # CORS outermost: the 304s NotModified answers before routing carry its headers too.
+    middleware[:0] = cors_middleware(settings.cors_origins)
     app = Starlette(
         routes=ROUTES,
-        # CORS outermost: the 304s NotModified answers before routing carry its headers too.
-        middleware=[*cors_middleware(settings.cors_origins), Middleware(NotModified)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

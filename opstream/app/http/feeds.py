@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opstream.app.documents import events_json, operation_document
-from opstream.app.http import inputs
+from opstream.app.http import durable, inputs
 from opstream.app.http.auth import Caller
 from opstream.app.http.operations import JSON, json_response, load
 from opstream.app.http.problems import Forbidden, InvalidRequest
-from opstream.app.http.services import caller, services
+from opstream.app.http.services import caller, mount_prefix, services
 from opstream.app.http.sse import STREAM_HEADERS, control_frame, event_source
 from opstream.events.catchup import follow_all, follow_operation, wait_for_events, wait_for_feed
 from opstream.events.model import Event, format_time
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 async def operation_events(request: Request) -> Response:
+    if durable.wants_stream(request):
+        return await durable.read_stream(request)
     svc = services(request)
     operation_id = request.path_params["operation_id"]
     op = await load(svc, caller(request, stream_token_ok=True), operation_id)
@@ -107,7 +109,8 @@ async def operation_stream(request: Request) -> Response:
     prelude = b""
     if start.snapshot is not None and after < start.first_seq - 1:
         # The events after the client's cursor were compacted away: say where it stands.
-        prelude = control_frame("snapshot", orjson.dumps(operation_document(start.snapshot)))
+        snapshot = operation_document(start.snapshot, mount_prefix(request))
+        prelude = control_frame("snapshot", orjson.dumps(snapshot))
         after = start.first_seq - 1
     batches = follow_operation(svc.store, svc.hub, operation_id, after)
     return event_source(svc, who, batches, "seq", prelude)
@@ -148,6 +151,7 @@ async def create_stream_token(request: Request) -> Response:
         await load(svc, who, operation_id)
     token, expires = svc.stream_tokens.issue(who.tenant, operation_id)
     stream = f"/operations/{operation_id}/events/stream" if operation_id else "/events/stream"
+    stream = mount_prefix(request) + stream
     document = {
         "token": token,
         "expiresAt": format_time(expires * 1000),

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from opstream import __version__
+from opstream.app.http.durable_openapi import with_durable_streams
 from opstream.app.http.openapi_conventions import (
     EVENT,
     HEADERS,
@@ -355,17 +356,19 @@ PATHS: dict[str, Any] = {
             parameters=[IF_MATCH],
         ),
     },
-    "/operations/{operation_id}/events": {
-        "parameters": [OPERATION_ID],
-        "get": operation(
-            "listOperationEvents",
-            "events",
-            "Replay the history",
-            {"200": EVENTS, "404": PROBLEM},
-            parameters=[AFTER, LIMIT, WAIT],
-            stream_token=True,
-        ),
-    },
+    "/operations/{operation_id}/events": with_durable_streams(
+        {
+            "parameters": [OPERATION_ID],
+            "get": operation(
+                "listOperationEvents",
+                "events",
+                "Replay the history (also a read-only Durable Stream)",
+                {"200": EVENTS, "404": PROBLEM},
+                parameters=[AFTER, LIMIT, WAIT],
+                stream_token=True,
+            ),
+        }
+    ),
     "/operations/{operation_id}/events/stream": {
         "parameters": [OPERATION_ID],
         "get": operation(
@@ -495,6 +498,28 @@ PATHS: dict[str, Any] = {
                     "alive; `head` is the store's newest position",
                 ),
                 "503": {"$ref": "#/components/responses/Unavailable"},
+            },
+            public=True,
+        ),
+    },
+    "/readyz": {
+        "get": operation(
+            "getReadiness",
+            "service",
+            "Readiness: the database answers and its schema is current",
+            {
+                "200": json_content(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "status": {"const": "ready"},
+                            "schemaVersion": {"type": "integer"},
+                        },
+                        "required": ["status", "schemaVersion"],
+                    },
+                    "ready to take traffic",
+                ),
+                "503": PROBLEM,
             },
             public=True,
         ),

@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from opstream.app.http.auth import OPEN_CALLER, Caller, StreamTokens, bearer_token
 from opstream.app.http.limits import Limits
+from opstream.app.http.problems import NotStarted
 from opstream.app.runtime.catalog import KindCatalog
 from opstream.app.runtime.kinds import Registry
 from opstream.app.runtime.settings import Settings
@@ -42,8 +43,21 @@ class Services:
 
 
 def services(request: Request) -> Services:
-    found: Services = request.app.state.services
+    found: Services | None = getattr(request.app.state, "services", None)
+    if found is None:
+        raise NotStarted(
+            "opstream's lifespan has not run: an app that mounts opstream must run it "
+            "from its own lifespan (docs/embedding.md)"
+        )
     return found
+
+
+def mount_prefix(request: Request) -> str:
+    """The path opstream is mounted under (the ASGI ``root_path``: ``/lro`` in a host app
+    that mounts it there, or behind a proxy that strips it), to put before every URL it
+    writes; empty at the root. The request's own path already includes it."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
 
 
 def caller(request: Request, *, stream_token_ok: bool = False) -> Caller:

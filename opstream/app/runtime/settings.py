@@ -32,6 +32,8 @@ class Settings:
     webhook_connect_seconds: float = 5.0
     webhook_timeout_seconds: float = 15.0
     log_level: str = "info"
+    log_format: str = "text"
+    access_log: bool = True
     tokens: str = ""
     tokens_file: str = ""
     worker_tokens: str = field(default="", repr=False)
@@ -49,6 +51,7 @@ class Settings:
     create_rate: float = 50.0
     poll_rate: float = 2.0
     max_streams: int = 1000
+    long_poll_seconds: float = 20.0
     cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -73,6 +76,11 @@ class Settings:
         parse_schedule(self.webhook_retry_schedule)
         if self.webhook_secret.strip():
             parse_keyring(self.webhook_secret)
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"{_flag('log_format')} must be one of {', '.join(LOG_FORMATS)}, "
+                f"not {self.log_format!r}"
+            )
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(
                 f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}, "
@@ -119,9 +127,11 @@ LOWEST: dict[str, tuple[float, bool]] = {
     "max_streams": (1, False),
     "max_result_bytes": (1, False),
     "max_claim_wait_seconds": (0, False),
+    "long_poll_seconds": (0, True),
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 def flag_of(name: str) -> str:
@@ -159,6 +169,9 @@ HELP = {
     "webhook_connect_seconds": "webhook DNS and connect timeout",
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning, error or critical",
+    "log_format": "text, or json for one JSON object per line (access lines included)",
+    "access_log": "log each request at info, stream tokens redacted (serve only; under "
+    "uvicorn, its --no-access-log)",
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
     "worker_tokens": "worker-role tokens (HTTP workers, /leases) as tenant:token,...",
     "max_result_bytes": "largest result an HTTP worker may upload (PUT /leases/{id}/result)",
@@ -177,6 +190,7 @@ HELP = {
     "create_rate": "operations a tenant may create per second (burst: 2 seconds' worth)",
     "poll_rate": "status requests per second per operation before 429 (long-polls exempt)",
     "max_streams": "SSE streams a tenant may hold open in one process",
+    "long_poll_seconds": "how long a Durable Stream long-poll (live=long-poll) waits for news",
     "cors_origins": "origins whose pages may call the API, e.g. https://app.example.com, "
     "or * for any (comma-separated in env; none: no cross-origin access)",
 }

@@ -55,7 +55,7 @@ from opstream.events.postgres import kinds as kinds_table
 from opstream.events.postgres.failures import DRIVER_ERRORS
 from opstream.events.postgres.queries import HEAD_SQL, NOW_MS, Where
 from opstream.events.postgres.retention import expire, remove
-from opstream.events.postgres.schema import migrate, quote_ident
+from opstream.events.postgres.schema import MIGRATIONS, migrate, quote_ident
 from opstream.events.postgres.writer import PostgresWriter
 from opstream.events.store import (
     Appended,
@@ -136,8 +136,10 @@ class PostgresStore(PostgresWriter):
         self._listen_task = asyncio.create_task(self._listen_forever(), name="opstream-pg-listen")
         self._start_writer("opstream-pg-writer")
 
+    SCHEMA_VERSION = max(version for version, _ in MIGRATIONS)
+
     async def schema_version(self) -> int:
-        """The newest migration applied to the database (for ``opstream migrate``)."""
+        """The newest migration applied to the database (``opstream migrate``, ``/readyz``)."""
         with self._errors:
             version = await self._pool_or_raise().fetchval(
                 "SELECT max(version) FROM opstream_migrations"

@@ -49,7 +49,7 @@ from opstream.events.sqlite.queries import (
     where_equal,
 )
 from opstream.events.sqlite.retention import sweep_transaction
-from opstream.events.sqlite.schema import SCHEMA, migrate, pragmas
+from opstream.events.sqlite.schema import MIGRATIONS, SCHEMA, migrate, pragmas
 from opstream.events.sqlite.writer import SQLiteWriter
 from opstream.events.store import (
     Appended,
@@ -73,6 +73,8 @@ def database_path(url: str) -> str:
 
 class SQLiteStore(SQLiteWriter):
     """``EventStore`` on one SQLite file."""
+
+    SCHEMA_VERSION = MIGRATIONS[-1][0]
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         super().__init__()
@@ -343,6 +345,11 @@ class SQLiteStore(SQLiteWriter):
                 self._read_conn(), sql, {**params, "op": operation_id, "limit": limit}
             )
         return [event_of(row) for row in rows]
+
+    async def schema_version(self) -> int:
+        with self._errors:
+            row = await fetch_one(self._read_conn(), "PRAGMA user_version", ())
+        return int(row[0]) if row else 0
 
     async def head(self) -> int:
         with self._errors:
