@@ -231,3 +231,18 @@ def test_a_worker_started_before_its_server_waits_for_it(tmp_path: Path) -> None
     finally:
         worker.stop()
         server.stop()
+
+
+def test_a_cancel_reaches_a_python_handler_over_http(api: ServerProcess, tmp_path: Path) -> None:
+    worker = HttpWorker(api.url, tmp_path / "worker.log")
+    try:
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            operation_id = start(client, "probe.steps", RUN)
+            runner_pid(client, operation_id)
+            assert client.post(f"/operations/{operation_id}/cancel").status_code == 202
+            document = wait_terminal(client, operation_id)
+            assert document["status"] == "cancelled"
+            types = [e["type"] for e in history(client, operation_id)]
+            assert types[-1] == "OperationCancelled" and "StepDone" in types
+    finally:
+        worker.stop()

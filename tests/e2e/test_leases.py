@@ -253,3 +253,23 @@ def test_a_kinds_timeout_holds_for_an_http_worker(api: ServerProcess) -> None:
         assert document["status"] == "failed" and document["error"]["type"] == "Timeout"
         late = client.post(f"/leases/{lease['id']}/outcome", json={"status": "succeeded"})
         assert late.status_code == 409
+
+
+def test_a_claim_whose_worker_went_away_takes_nothing(api: ServerProcess) -> None:
+    """A worker that gives up its long-poll (killed, timed out) must not be handed an
+    operation nobody will run: that would cost the operation an attempt and a lease period."""
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{api.url}/leases", json={"kinds": KINDS, "wait": 5}, timeout=0.5)
+        operation_id = countdown(client, 1, 1)
+        time.sleep(1.5)
+        assert client.get(f"/operations/{operation_id}").json()["status"] == "queued"
+
+
+def test_handing_back_an_operation_being_cancelled_cancels_it(api: ServerProcess) -> None:
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        operation_id = countdown(client, 3, 10)
+        lease = claim(client, leaseSeconds=30)["lease"]
+        assert client.post(f"/operations/{operation_id}/cancel").status_code == 202
+        assert client.delete(f"/leases/{lease['id']}").status_code == 204
+        assert client.get(f"/operations/{operation_id}").json()["status"] == "cancelled"
