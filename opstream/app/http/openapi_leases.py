@@ -158,7 +158,16 @@ LEASE_PATHS: dict[str, Any] = {
             TAG,
             "Upload the result bytes, in their own content type, for the outcome",
             {"204": no_content("kept"), "413": PROBLEM, **ON_A_LEASE},
-            body={"required": True, "content": {"*/*": {"schema": {}}}},
+            description="The result's bytes, sent with their own `Content-Type` (`text/csv`, "
+            "`application/pdf`, …): any type is accepted and served back as given by "
+            "`GET /operations/{operation_id}/result`. (Described as `application/octet-stream`, "
+            "which client generators can send.)",
+            body={
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            },
         ),
     },
     "/leases/{lease_id}/outcome": {
