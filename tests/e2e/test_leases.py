@@ -114,6 +114,14 @@ def test_a_whole_attempt_claim_report_result_outcome(api: ServerProcess) -> None
             assert refused.json()["type"].endswith(":lease-lost")
         assert len(history(client, operation_id)) == len(types)
 
+        metrics = client.get("/metrics").text
+        refused = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("opstream_http_lease_refused_total")
+        ]
+        assert refused and float(refused[0].split()[-1]) >= 4, "an operator sees fenced writes"
+
         # A lease id for an operation that never existed holds nothing either.
         unknown = "op_00000000000000000000000000.1." + "x" * 32
         for method, path, body in [

@@ -26,6 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from opstream.app.runtime.catalog import KindCatalog
 from opstream.events import model as m
 from opstream.events.errors import (
@@ -68,14 +70,29 @@ def parse_lease(lease_id: str, tenant: str) -> Lease:
     return Lease(operation_id, owner_of(tenant, secret), int(attempt))
 
 
+CLAIMS = Counter(
+    "opstream_http_claims", "HTTP workers' claims (POST /leases), by outcome", ["outcome"]
+)
+LEASE_REFUSED = Counter(
+    "opstream_http_lease_refused",
+    "Calls of HTTP workers on a lease no longer held (409 lease-lost): nothing written",
+)
+for _outcome in ("claimed", "none"):
+    CLAIMS.labels(_outcome)
+
+
 @contextlib.contextmanager
 def held(lease: Lease) -> Iterator[None]:
     """A lease on an operation that does not exist (never did, or was forgotten) is a
-    lease not held, as for any other: ``LeaseLost``, never ``404``."""
+    lease not held, as for any other: ``LeaseLost``, never ``404``. Refusals are counted."""
     try:
         yield
     except OperationNotFound:
+        LEASE_REFUSED.inc()
         raise LeaseLost(f"operation {lease.operation_id}: no such lease") from None
+    except LeaseLost:
+        LEASE_REFUSED.inc()
+        raise
 
 
 @dataclass(frozen=True)
@@ -201,12 +218,14 @@ class LeaseDesk:
                 owner_of(tenant, secret), kinds, lease_ms, tenant=tenant
             )
             if appended is not None:
+                CLAIMS.labels("claimed").inc()
                 operation = appended.operation
                 lease_id = f"{operation.id}.{operation.attempt}.{secret}"
                 self._remember(lease_id, lease_ms)
                 return Claimed(lease_id, taken_at + lease_ms, operation)
             remaining = deadline - loop.time()
             if remaining <= 0 or self.signal.closed:
+                CLAIMS.labels("none").inc()
                 return None
             await self.signal.wait(wanted, since, min(remaining, CLAIM_POLL_SECONDS))
 
@@ -240,7 +259,8 @@ class LeaseDesk:
         """Extend the lease by ``lease_ms`` (the period it was last given, by default)."""
         period = self._period(lease_id) if lease_ms is None else lease_ms
         taken_at = m.now_ms()
-        operation = await self.store.renew(lease, period)
+        with held(lease):
+            operation = await self.store.renew(lease, period)
         self._remember(lease_id, period)
         return Held(operation, taken_at + period)
 
@@ -308,12 +328,13 @@ class LeaseDesk:
         for _ in range(3):
             operation = await self._operation(lease)
             try:
-                appended = await self.store.append(
-                    lease.operation_id,
-                    decide(operation),
-                    expected_seq=operation.last_seq,
-                    lease=lease,
-                )
+                with held(lease):
+                    appended = await self.store.append(
+                        lease.operation_id,
+                        decide(operation),
+                        expected_seq=operation.last_seq,
+                        lease=lease,
+                    )
             except (InvalidTransition, SequenceConflict):
                 continue
             self._drop(lease_id)
