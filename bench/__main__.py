@@ -25,6 +25,7 @@ SCENARIOS = {
     "replay": ("bench.replay", "run"),
     "growth": ("bench.growth", "run"),
     "soak": ("bench.soak", "run"),
+    "http-workers": ("bench.http_workers", "run"),
     # PostgreSQL: need OPSTREAM_TEST_POSTGRES_URL (``all`` skips them without it).
     "pg-appends": ("bench.pg", "run_appends"),
     "pg-fanout": ("bench.pg", "run_fanout"),
