@@ -7,6 +7,8 @@ the sweeper once their attempt no longer holds its lease.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from opstream.events import model as m
@@ -40,6 +42,18 @@ async def rows(store: EventStore) -> int:
     assert isinstance(store, PostgresStore)
     count = await store._pool_or_raise().fetchval("SELECT count(*) FROM opstream_staged_results")
     return int(count)
+
+
+async def left_behind(store: EventStore, lease: Lease) -> None:
+    """A staged row for ``lease`` written behind the store's back (no fence)."""
+    values = (lease.operation_id, lease.owner, lease.attempt, "text/csv", b"x")
+    if isinstance(store, SQLiteStore):
+        sql = "INSERT INTO staged_results VALUES (?, ?, ?, ?, ?)"
+        await store._run_task(lambda conn: conn.execute(sql, values))
+        return
+    assert isinstance(store, PostgresStore)
+    sql = "INSERT INTO opstream_staged_results VALUES ($1, $2, $3, $4, $5)"
+    await store._pool_or_raise().execute(sql, *values)
 
 
 async def test_a_staged_result_is_kept_and_replaced_by_a_later_upload(
@@ -77,11 +91,11 @@ async def test_the_outcome_turns_the_staged_result_into_the_result(store: EventS
     succeeded = m.NewEvent(m.OPERATION_SUCCEEDED, "succeeded", details)
     await store.append("op_1", [succeeded], lease=lease, result=staged)
     assert await store.get_result("op_1") == PNG
-    # The lease is gone with the outcome: no more staging, and the sweeper clears the copy.
+    # The lease ended with the outcome, and the staged copy in the same transaction.
+    assert await rows(store) == 0
     assert await store.staged_result(lease) is None
     with pytest.raises(LeaseLost):
         await store.stage_result(lease, CSV)
-    await store.sweep(KEEP)
     assert await rows(store) == 0
     assert await store.get_result("op_1") == PNG
 
@@ -92,6 +106,7 @@ async def test_an_attempt_that_did_not_succeed_leaves_nothing_to_serve(store: Ev
     retried = m.NewEvent(m.OPERATION_RETRIED, "try again")
     await store.append("op_1", [retried], lease=lease)
     assert await store.staged_result(lease) is None
+    assert await rows(store) == 0
     again = await store.claim("worker-a", [KIND], 30_000)
     assert again is not None and again.operation.attempt == lease.attempt + 1
     second = Lease("op_1", "worker-a", again.operation.attempt)
@@ -108,6 +123,25 @@ async def test_a_staged_result_of_a_failed_operation_is_swept(store: EventStore)
     failed = m.NewEvent(m.OPERATION_FAILED, "boom", {"error": {"type": "x", "message": "boom"}})
     await store.append("op_1", [failed], lease=lease)
     assert await store.staged_result(lease) is None
-    await store.sweep(KEEP)
     assert await rows(store) == 0
     assert await store.get_result("op_1") is None
+
+
+async def test_a_lost_lease_leaves_nothing_staged(store: EventStore) -> None:
+    lease = await running(store, lease_ms=1)
+    await store.stage_result(lease, CSV)
+    await asyncio.sleep(0.05)
+    [retried] = await store.recover(max_attempts=3)
+    assert retried.type == m.OPERATION_RETRIED
+    assert await store.staged_result(lease) is None and await rows(store) == 0
+
+
+async def test_the_sweeper_deletes_a_staged_result_left_behind(store: EventStore) -> None:
+    """A row the append could not delete (on PostgreSQL, an upload that committed while the
+    batch ending its lease waited for the row) is never served, and the sweeper removes it."""
+    lease = await running(store)
+    await store.append("op_1", [m.NewEvent(m.OPERATION_RETRIED, "again")], lease=lease)
+    await left_behind(store, lease)
+    assert await rows(store) == 1 and await store.staged_result(lease) is None
+    await store.sweep(KEEP)
+    assert await rows(store) == 0
