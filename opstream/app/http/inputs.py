@@ -19,19 +19,25 @@ MAX_WAIT = 60.0
 MAX_CURSOR = 2**63 - 1
 
 
-async def json_body(request: Request, max_bytes: int) -> Any:
-    """The request body parsed as JSON, at most ``max_bytes`` long."""
+async def body_bytes(request: Request, max_bytes: int, what: str = "the body") -> bytes:
+    """The request body, at most ``max_bytes`` long (refused before reading when the
+    declared length is already over)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {max_bytes}")
+        raise PayloadTooLarge(f"{what} is {declared} bytes; the limit is {max_bytes}")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
+            raise PayloadTooLarge(f"{what} is over the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    return strict_json(b"".join(chunks))
+    return b"".join(chunks)
+
+
+async def json_body(request: Request, max_bytes: int) -> Any:
+    """The request body parsed as JSON, at most ``max_bytes`` long."""
+    return strict_json(await body_bytes(request, max_bytes))
 
 
 def strict_json(body: bytes) -> Any:

@@ -23,7 +23,6 @@ from opstream.app.http.operations import json_response
 from opstream.app.http.problems import (
     Forbidden,
     InvalidRequest,
-    PayloadTooLarge,
     ReservedEventType,
     SeqConflict,
 )
@@ -250,19 +249,9 @@ async def renew_lease(request: Request) -> Response:
 async def put_result(request: Request) -> Response:
     svc = services(request)
     lease_id, lease = _lease(request)
-    limit = svc.settings.max_result_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the result is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the result is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    body = await inputs.body_bytes(request, svc.settings.max_result_bytes, "the result")
     content_type = request.headers.get("content-type") or "application/octet-stream"
-    result = StoredResult(content_type, b"".join(chunks))
+    result = StoredResult(content_type, body)
     await desk(request).stage_result(lease_id, lease, result)
     return Response(status_code=204)
 
