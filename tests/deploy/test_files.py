@@ -167,3 +167,24 @@ def test_systemd_units_run_opstream_as_its_own_user(unit: str) -> None:
 def test_the_example_tokens_file_loads() -> None:
     tenants = Tenants.load(path=str(DEPLOY / "tokens.example.json"))
     assert not tenants.open
+
+
+def fenced(path: Path, language: str) -> list[str]:
+    """The ``language`` code blocks of a Markdown file."""
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), re.DOTALL)
+
+
+def test_the_docs_show_the_tested_nginx_file() -> None:
+    template = TEMPLATE.read_text()
+    assert fenced(REPO / "docs" / "scale-out.md", "nginx") == [template]
+    # The README shows a part of it, re-indented: the same lines, in the same order.
+    template_lines = [line.strip() for line in template.splitlines()]
+    for block in fenced(REPO / "README.md", "nginx"):
+        lines = [line.strip() for line in block.splitlines()]
+        starts = [i for i, line in enumerate(template_lines) if line == lines[0]]
+        assert any(template_lines[i : i + len(lines)] == lines for i in starts), block
+    # The render command the docs give names exactly the template's variables.
+    shell = "\n".join(fenced(REPO / "docs" / "scale-out.md", "sh"))
+    command = re.search(r"envsubst '([^']*)'", shell)
+    assert command is not None
+    assert re.findall(r"\$\{(\w+)\}", command.group(1)) == list(VARIABLES)
