@@ -13,11 +13,13 @@ import contextlib
 import getpass
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +41,7 @@ def render(template: str, values: dict[str, str]) -> str:
     return rendered
 
 
-def wrapper(workdir: Path, site: Path, *, worker_connections: int) -> str:
+def wrapper(workdir: Path, site: Path, *, worker_connections: int, access_log: bool) -> str:
     """The main configuration around the site file: everything in ``workdir``."""
     # As root, nginx would hand its workers to "nobody", who cannot write the cache here.
     user = f"user {getpass.getuser()};\n" if os.geteuid() == 0 else ""
@@ -47,14 +49,16 @@ def wrapper(workdir: Path, site: Path, *, worker_connections: int) -> str:
         f"    {kind}_temp_path {workdir / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    # Each client connection may hold an upstream one; nginx cannot go past the hard limit.
+    files = min(worker_connections * 2 + 100, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     return f"""{user}daemon off;
 worker_processes 1;
-worker_rlimit_nofile {worker_connections * 3};
+worker_rlimit_nofile {files};
 pid {workdir / "nginx.pid"};
 error_log {workdir / "error.log"} warn;
 events {{ worker_connections {worker_connections}; }}
 http {{
-    access_log {workdir / "access.log"};
+    access_log {workdir / "access.log" if access_log else "off"};
 {temp}
     include {site};
 }}
@@ -72,7 +76,10 @@ class Nginx:
         port: int,
         *,
         worker_connections: int = 4096,
+        access_log: bool = True,
+        edit: Callable[[str], str] | None = None,
     ) -> None:
+        """``edit``, for a benchmark's comparison only, changes the rendered file."""
         self.workdir, self.port = workdir, port
         workdir.mkdir(parents=True, exist_ok=True)
         values = {
@@ -82,9 +89,12 @@ class Nginx:
             "NGINX_CACHE_DIR": str(workdir / "cache"),
         }
         site = workdir / "opstream.conf"
-        site.write_text(render(TEMPLATE.read_text(), values))
+        rendered = render(TEMPLATE.read_text(), values)
+        site.write_text(edit(rendered) if edit else rendered)
         self.conf = workdir / "nginx.conf"
-        self.conf.write_text(wrapper(workdir, site, worker_connections=worker_connections))
+        self.conf.write_text(
+            wrapper(workdir, site, worker_connections=worker_connections, access_log=access_log)
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
