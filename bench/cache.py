@@ -104,6 +104,17 @@ def run(quick: bool = False, repeat: int | None = None) -> Report:
         row = next(r for r in rows if r["watchers"] == watchers and r["cached"] == cached)
         return float(row["reads_per_s"])
 
+    events = count + 3  # queued, started, the ticks, succeeded
+    for cached in (True, False):
+        reads = [
+            next(r for r in rows if r["watchers"] == w and r["cached"] == cached) for w in sizes
+        ]
+        report.say(
+            f"  origin reads per event {'with' if cached else 'without'} the cache: "
+            + ", ".join(
+                f"W={w:,}: {r['reads'] / events:.1f}" for w, r in zip(sizes, reads, strict=True)
+            )
+        )
     with_cache = per_s(sizes[-1], True) / per_s(sizes[0], True)
     without = per_s(sizes[-1], False) / per_s(sizes[0], False)
     report.say(
