@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from opstream.app.runtime.settings import Settings
-from opstream.app.runtime.webhooks import WebhookDispatcher, new_secret, parse_secret
+from opstream.app.runtime.signing import new_secret, parse_secret
+from opstream.app.runtime.webhooks import WebhookDispatcher
 from opstream.events import model as m
 from opstream.events.store import EventStore
 
@@ -26,8 +27,7 @@ def settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "webhook_secret": SECRET,
         "webhook_allow": ("127.0.0.1",),
-        "webhook_backoff_seconds": 2.0,
-        "webhook_max_attempts": 3,
+        "webhook_retry_schedule": "1s,2s",  # three attempts
         "webhook_timeout_seconds": 2.0,
     }
     values.update(overrides)
@@ -100,7 +100,7 @@ async def test_failures_are_retried_with_the_same_id_and_body_then_given_up(
     assert first.type == m.WEBHOOK_FAILED
     assert first.details["attempt"] == 1 and first.details["statusCode"] == 500
     assert first.details["reason"] == "HTTP 500"
-    assert first.details["nextAttemptAt"] == now[0] + 1000  # half of 2 s
+    assert first.details["nextAttemptAt"] == now[0] + 1000  # the schedule's 1 s, unjittered
     assert await dispatcher.run_once() == 0, "not due before nextAttemptAt"
     now[0] += 1000
     await dispatcher.run_once()
@@ -211,7 +211,7 @@ async def test_per_tenant_secrets_sign_with_the_tenants_key(receiver: Receiver) 
     store = FakeStore()
     await finished(store, receiver.url)
     dispatcher = dispatcher_for(
-        store, settings(), secret_for=lambda tenant: parse_secret(tenant_secret)
+        store, settings(), secret_for=lambda tenant: [parse_secret(tenant_secret)]
     )
     await dispatcher.run_once()
     [hit] = receiver.received
@@ -234,7 +234,7 @@ async def test_the_loop_delivers_what_falls_due_and_stops_when_cancelled(
 ) -> None:
     receiver.statuses = [500, 200]
     store = FakeStore()
-    dispatcher = dispatcher_for(store, settings(webhook_backoff_seconds=0.2), poll_seconds=5.0)
+    dispatcher = dispatcher_for(store, settings(webhook_retry_schedule="0.2s"), poll_seconds=5.0)
     task = asyncio.create_task(dispatcher.run())
     await asyncio.sleep(0.05)
     op = await finished(store, receiver.url)
@@ -246,3 +246,66 @@ async def test_the_loop_delivers_what_falls_due_and_stops_when_cancelled(
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert store.types(op)[-2:] == [m.WEBHOOK_FAILED, m.WEBHOOK_DELIVERED]
+
+
+async def test_410_gone_disables_the_endpoint_for_the_operation(receiver: Receiver) -> None:
+    """Standard Webhooks: a receiver's 410 means "stop sending": no retry, ever."""
+    receiver.statuses = [410, 200]
+    now = [1_000_000_000_000]
+    store = FakeStore(clock=lambda: now[0])
+    op = await finished(store, receiver.url)
+    before = outcomes()
+    dispatcher = dispatcher_for(store, settings(), clock=lambda: now[0], rand=lambda: 0.5)
+    await dispatcher.run_once()
+    event = store.last(op)
+    assert event.type == m.WEBHOOK_FAILED and event.details["statusCode"] == 410
+    assert event.details["disabled"] is True and "nextAttemptAt" not in event.details
+    assert "410 Gone" in event.details["reason"] and "given up after attempt 1" in event.message
+    assert store.operations[op].webhook_due_at is None
+    now[0] += 10**9
+    assert await dispatcher.run_once() == 0
+    assert len(receiver.received) == 1
+    assert outcomes()["given_up"] == before["given_up"] + 1
+
+
+async def test_retry_after_postpones_the_next_attempt(receiver: Receiver) -> None:
+    receiver.statuses = [503, 200]
+    receiver.response_headers = {"Retry-After": "30"}
+    now = [1_000_000_000_000]
+    store = FakeStore(clock=lambda: now[0])
+    op = await finished(store, receiver.url)
+    config = settings(webhook_retry_schedule="1s,60s")
+    dispatcher = dispatcher_for(store, config, clock=lambda: now[0], rand=lambda: 0.5)
+    await dispatcher.run_once()
+    first = store.last(op)
+    assert first.details["retryAfterSeconds"] == 30.0
+    assert first.details["nextAttemptAt"] == now[0] + 30_000, "not the schedule's 1 s"
+    now[0] += 29_000
+    assert await dispatcher.run_once() == 0, "Retry-After is not up yet"
+    now[0] += 1_000
+    await dispatcher.run_once()
+    assert store.last(op).type == m.WEBHOOK_DELIVERED
+    assert len(receiver.received) == 2
+
+
+async def test_a_huge_retry_after_is_bounded_by_the_longest_delay(receiver: Receiver) -> None:
+    receiver.statuses = [429]
+    receiver.response_headers = {"Retry-After": str(365 * 86400)}
+    now = [1_000_000_000_000]
+    store = FakeStore(clock=lambda: now[0])
+    op = await finished(store, receiver.url)
+    config = settings(webhook_retry_schedule="1s,60s")
+    await dispatcher_for(store, config, clock=lambda: now[0], rand=lambda: 0.5).run_once()
+    assert store.last(op).details["nextAttemptAt"] == now[0] + 60_000
+
+
+async def test_a_rollover_sends_two_signatures_each_verifying(receiver: Receiver) -> None:
+    new, old = new_secret(), new_secret()
+    store = FakeStore()
+    await finished(store, receiver.url)
+    await dispatcher_for(store, settings(webhook_secret=f"{new} {old}")).run_once()
+    [hit] = receiver.received
+    signatures = hit.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
+    assert verify(new, hit.headers, hit.body) and verify(old, hit.headers, hit.body)
+    assert not verify(SECRET, hit.headers, hit.body)

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from opstream.app.runtime.webhooks import new_secret
+from opstream.app.runtime.signing import new_secret
 from tests.conftest import ServerProcess, WorkerProcess, free_port, start_server
 from tests.e2e.helpers import history
 
@@ -23,8 +23,7 @@ SECRET = new_secret()
 ENV = {
     "OPSTREAM_WEBHOOK_SECRET": SECRET,
     "OPSTREAM_WEBHOOK_ALLOW": "127.0.0.1",
-    "OPSTREAM_WEBHOOK_BACKOFF_SECONDS": "0.2",
-    "OPSTREAM_WEBHOOK_MAX_ATTEMPTS": "20",
+    "OPSTREAM_WEBHOOK_RETRY_SCHEDULE": ",".join(["0.2s"] * 19),  # 20 attempts, quickly
     "OPSTREAM_WEBHOOK_TIMEOUT_SECONDS": "1",  # so a claim's lease is 3 s
     "OPSTREAM_LEASE_SECONDS": "2",
 }
@@ -199,3 +198,41 @@ def test_a_separate_worker_process_delivers_too(tmp_path: Path) -> None:
         api.stop()
     assert [e["type"] for e in webhook_events(events)] == ["WebhookDelivered"]
     assert len(hits) == 1 and verify(SECRET, hits[0].headers, hits[0].body)
+
+
+def test_410_gone_stops_the_deliveries(client: httpx.Client) -> None:
+    with receiving(statuses=[410, 200]) as receiver:
+        operation_id = submit(client, receiver.url)
+        events = wait_history(client, operation_id, lambda ev: len(webhook_events(ev)) >= 1)
+        time.sleep(1.0)  # five retry delays of this server: room for a (wrong) retry
+        hits = list(receiver.received)
+        events = history(client, operation_id)
+    assert len(hits) == 1
+    [attempt] = webhook_events(events)
+    assert attempt["type"] == "WebhookFailed" and attempt["details"]["statusCode"] == 410
+    assert attempt["details"]["disabled"] is True and "nextAttemptAt" not in attempt["details"]
+
+
+def test_a_tenant_rotating_its_secret_gets_both_signatures(tmp_path: Path) -> None:
+    """The tokens file's ``webhookSecret`` as a list, newest first: the reference library
+    verifies the webhook with either secret, and the process-wide secret signs nothing."""
+    new, old = new_secret(), new_secret()
+    token = "acme-token-" + "x" * 24
+    tenants = {"tenants": {"acme": {"tokens": [token], "webhookSecret": [new, old]}}}
+    path = tmp_path / "tenants.json"
+    path.write_bytes(orjson.dumps(tenants))
+    server = start_server(tmp_path, **ENV, OPSTREAM_TOKENS_FILE=str(path))
+    try:
+        headers = {"authorization": f"Bearer {token}"}
+        with (
+            receiving() as receiver,
+            httpx.Client(base_url=server.url, timeout=30, headers=headers) as client,
+        ):
+            operation_id = submit(client, receiver.url)
+            wait_history(client, operation_id, delivered)
+            [hit] = receiver.wait_for(1)
+    finally:
+        server.stop()
+    assert len(hit.headers["webhook-signature"].split(" ")) == 2
+    assert verify(new, hit.headers, hit.body) and verify(old, hit.headers, hit.body)
+    assert not verify(SECRET, hit.headers, hit.body)

@@ -22,8 +22,9 @@ from opstream.app.runtime.demo import register_demo_kinds
 from opstream.app.runtime.kinds import Registry, registry
 from opstream.app.runtime.retention import sweep_forever
 from opstream.app.runtime.settings import Settings
+from opstream.app.runtime.signing import parse_keyring
 from opstream.app.runtime.tenants import Tenants
-from opstream.app.runtime.webhooks import SecretFor, WebhookDispatcher, parse_secret
+from opstream.app.runtime.webhooks import SecretFor, WebhookDispatcher
 from opstream.app.runtime.worker import Worker
 from opstream.events.hub import Hub
 from opstream.events.store import EventStore
@@ -54,8 +55,8 @@ def load_registry(settings: Settings, target: Registry = registry) -> Registry:
 
 
 def tenant_webhook_secrets(tenants: Tenants, default: SecretFor) -> SecretFor:
-    """Each tenant's own webhook secret where it has one, the process's otherwise."""
-    keys = {tenant: parse_secret(text) for tenant, text in tenants.webhook_secrets.items()}
+    """Each tenant's own webhook secrets where it has them, the process's otherwise."""
+    keys = {tenant: parse_keyring(text) for tenant, text in tenants.webhook_secrets.items()}
     return lambda tenant: keys.get(tenant) or default(tenant)
 
 

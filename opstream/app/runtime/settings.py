@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from opstream.app.runtime.retry_schedule import DEFAULT_SCHEDULE, parse_schedule
+from opstream.app.runtime.signing import parse_keyring
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -24,11 +27,9 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     webhook_secret: str = field(default="", repr=False)
     webhook_allow: tuple[str, ...] = ()
-    webhook_max_attempts: int = 8
-    webhook_backoff_seconds: float = 2.0
-    webhook_backoff_max_seconds: float = 3600.0
+    webhook_retry_schedule: str = DEFAULT_SCHEDULE
     webhook_connect_seconds: float = 5.0
-    webhook_timeout_seconds: float = 10.0
+    webhook_timeout_seconds: float = 15.0
     log_level: str = "info"
     tokens: str = ""
     tokens_file: str = ""
@@ -62,6 +63,11 @@ class Settings:
                 f"{_flag('sqlite_synchronous')} must be one of {', '.join(SYNCHRONOUS)}, "
                 f"not {self.sqlite_synchronous!r}"
             )
+        # Webhook secrets and schedule are checked here so that every process refuses a bad
+        # one at start, whether or not it sends webhooks itself.
+        parse_schedule(self.webhook_retry_schedule)
+        if self.webhook_secret.strip():
+            parse_keyring(self.webhook_secret)
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(
                 f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}, "
@@ -94,9 +100,6 @@ LOWEST: dict[str, tuple[float, bool]] = {
     "max_attempts": (1, False),
     "max_body_bytes": (1, False),
     "heartbeat_seconds": (0, True),
-    "webhook_max_attempts": (1, False),
-    "webhook_backoff_seconds": (0, False),
-    "webhook_backoff_max_seconds": (0, False),
     "webhook_connect_seconds": (0, True),
     "webhook_timeout_seconds": (0, True),
     "stream_token_seconds": (1, False),
@@ -140,11 +143,10 @@ HELP = {
     "heartbeat_seconds": "seconds between SSE keep-alive comments (a stream whose client "
     "stopped reading is closed within two of them)",
     "sqlite_synchronous": "FULL (survives power loss) or NORMAL (survives a crash)",
-    "webhook_secret": "whsec_<base64> key that signs webhooks (unset: a random one per process)",
+    "webhook_secret": "whsec_<base64> key (24-64 bytes) that signs webhooks; several, newest "
+    "first, while rotating (unset: a random one per process)",
     "webhook_allow": "hosts, *.suffixes, addresses or CIDRs webhooks may reach though not global",
-    "webhook_max_attempts": "webhook attempts before it is given up",
-    "webhook_backoff_seconds": "first webhook retry delay (doubling, with full jitter)",
-    "webhook_backoff_max_seconds": "longest webhook retry delay",
+    "webhook_retry_schedule": "delays between webhook attempts (5s,5m,30m,2h,…; ±20% jitter)",
     "webhook_connect_seconds": "webhook DNS and connect timeout",
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning, error or critical",

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from opstream.app.runtime.signing import parse_keyring
+
 OPEN_TENANT = ""
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -44,6 +46,13 @@ class Tenants:
             raise ValueError(f"tenant {tenant}: tokens must be at least 16 characters")
         self.digests[_digest(token)] = tenant
 
+    def add_webhook_secret(self, tenant: str, secret: object) -> None:
+        """The tenant's webhook secret, or several (newest first) while rotating; refused
+        (``ValueError``) unless each is ``whsec_`` + base64 of 24 to 64 bytes."""
+        parts = [str(s) for s in secret] if isinstance(secret, list) else [str(secret)]
+        parse_keyring(parts, f"tenant {tenant}: webhookSecret")
+        self.webhook_secrets[tenant] = " ".join(parts)
+
     def authenticate(self, token: str) -> str:
         """The tenant of a bearer token; compares against every digest in constant time."""
         presented = _digest(token)
@@ -58,7 +67,8 @@ class Tenants:
     @classmethod
     def load(cls, spec: str = "", path: str = "") -> Tenants:
         """From ``tenant:token,tenant:token`` and/or a JSON file
-        ``{"tenants": {"acme": {"tokens": ["..."], "webhookSecret": "..."}}}``."""
+        ``{"tenants": {"acme": {"tokens": ["..."], "webhookSecret": "..."}}}`` (the secret
+        may be a list, newest first, while it is rotated)."""
         tenants = cls()
         for pair in filter(None, (part.strip() for part in spec.split(","))):
             tenant, sep, token = pair.partition(":")
@@ -71,7 +81,7 @@ class Tenants:
                 for token in entry.get("tokens", []):
                     tenants.add(tenant, token)
                 if secret := entry.get("webhookSecret"):
-                    tenants.webhook_secrets[tenant] = str(secret)
+                    tenants.add_webhook_secret(tenant, secret)
         return tenants
 
 

@@ -7,35 +7,34 @@ processes do not send the same one at once), POSTs them, and records each attemp
 in the operation's history:
 
 - ``WebhookDelivered`` ``{attempt, statusCode, durationMs, webhookId}`` on a 2xx;
-- ``WebhookFailed`` ``{attempt, reason, statusCode?, durationMs, webhookId, nextAttemptAt?}``
-  otherwise: ``nextAttemptAt`` (ms since the epoch) schedules the next attempt, exponential
-  backoff with full jitter; without it the delivery is given up (after
-  ``webhook_max_attempts``, or at once when the URL itself is unusable).
+- ``WebhookFailed`` ``{attempt, reason, statusCode?, durationMs, webhookId, nextAttemptAt?,
+  retryAfterSeconds?, disabled?}`` otherwise: ``nextAttemptAt`` (ms since the epoch) schedules
+  the next attempt (``retry_schedule``: days of retries, jittered, a receiver's
+  ``Retry-After`` honoured); without it the delivery is given up — when the schedule is used
+  up, at once when the URL itself is unusable, and at once when the receiver answers
+  ``410 Gone`` (``disabled: true``: the Standard Webhooks way to say "stop sending").
 
 So a restart loses nothing: what is due is due in the store. Delivery is at least once;
 receivers deduplicate on ``webhook-id``, which is the same for every attempt.
 
 Requests follow the Standard Webhooks specification (https://www.standardwebhooks.com/):
 ``webhook-id`` (``msg_<operation id>_<terminal seq>``), ``webhook-timestamp`` (unix seconds of
-the attempt), ``webhook-signature`` (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``). The
-body is ``{"type": "operation.<status>", "timestamp": <terminal event time>, "data": <the
-operation document as of its terminal event, with lastEventSeq>}``. The SSRF guard, pinned
-connection, timeouts and response cap are in ``opstream.app.runtime.ssrf`` and ``_post`` below.
+the attempt), ``webhook-signature`` (``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``, one
+per configured secret while a secret is rotated; see ``signing``). The body is ``{"type":
+"operation.<status>", "timestamp": <terminal event time>, "data": <the operation document as
+of its terminal event, with lastEventSeq>}``. The SSRF guard, pinned connection, timeouts
+and response cap are in ``opstream.app.runtime.ssrf`` and ``post`` below.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import logging
 import random
-import secrets
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,7 +45,21 @@ from opstream import __version__
 from opstream.app.documents import operation_document
 from opstream.app.runtime.context import one_line
 from opstream.app.runtime.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY
+from opstream.app.runtime.retry_schedule import (
+    describe_delay,
+    next_delay_ms,
+    parse_retry_after,
+    parse_schedule,
+)
 from opstream.app.runtime.settings import Settings
+from opstream.app.runtime.signing import (
+    new_secret,
+    parse_keyring,
+    parse_secret,
+    sign,
+    signature_header,
+    webhook_id,
+)
 from opstream.app.runtime.ssrf import (
     AllowList,
     CallbackRefused,
@@ -63,57 +76,12 @@ from opstream.events.store import EventStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WebhookDispatcher", "check_callback_url", "parse_secret", "sign"]
+__all__ = ["WebhookDispatcher", "check_callback_url", "new_secret", "parse_secret", "sign"]
 
-SECRET_PREFIX = "whsec_"
 MAX_RESPONSE_BYTES = 64 * 1024
 TAIL_MARGIN = 16  # events after the terminal one besides webhook attempts (deletions, expiry)
 
-SecretFor = Callable[[str], bytes]
-
-
-# --- signing (Standard Webhooks) --------------------------------------------------------------
-
-
-def parse_secret(text: str) -> bytes:
-    """The key bytes of a ``whsec_<base64>`` secret (the prefix is optional)."""
-    raw = text.strip()
-    raw = raw.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(raw, validate=True)
-    except ValueError:
-        raise ValueError("OPSTREAM_WEBHOOK_SECRET must be whsec_ followed by base64") from None
-    if len(key) < 16:
-        raise ValueError("OPSTREAM_WEBHOOK_SECRET is too short: use at least 16 random bytes")
-    return key
-
-
-def new_secret() -> str:
-    """A fresh ``whsec_`` secret (32 random bytes)."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value: ``v1,<base64 HMAC-SHA256>``."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def webhook_id(operation_id: str, terminal_seq: int) -> str:
-    return f"msg_{operation_id}_{terminal_seq}"
-
-
-# --- retry schedule ---------------------------------------------------------------------------
-
-
-def backoff_ms(
-    attempt: int, base_seconds: float, max_seconds: float, rand: Callable[[], float]
-) -> int:
-    """Delay after failed attempt number ``attempt`` (1, 2, …): full jitter, uniformly
-    between 0 and ``min(max, base * 2^(attempt-1))``."""
-    ceiling = min(max_seconds, base_seconds * 2.0 ** min(max(attempt - 1, 0), 60))
-    return int(rand() * ceiling * 1000)
+SecretFor = Callable[[str], Sequence[bytes]]  # a tenant's keys, newest first
 
 
 # --- one attempt ------------------------------------------------------------------------------
@@ -128,6 +96,8 @@ class Attempt:
     reason: str  # "" when delivered
     duration_ms: int
     permanent: bool = False  # retrying cannot help
+    gone: bool = False  # the receiver answered 410 Gone: it wants no more
+    retry_after: float | None = None  # seconds, from a failed answer's Retry-After
 
 
 @dataclass(frozen=True)
@@ -161,20 +131,20 @@ class WebhookDispatcher:
         self.poll_seconds = poll_seconds
         self.clock = clock
         self.rand = rand
-        self.max_attempts = max(1, settings.webhook_max_attempts)
+        self.schedule = parse_schedule(settings.webhook_retry_schedule)
         self.total_timeout = settings.webhook_timeout_seconds
         self.connect_timeout = min(settings.webhook_connect_seconds, self.total_timeout)
         # Longer than an attempt can take, so a claim is not taken over while it runs.
         self.lease_ms = int(max(3 * self.total_timeout, 1.0) * 1000)
-        if settings.webhook_secret:
-            key = parse_secret(settings.webhook_secret)
+        if settings.webhook_secret.strip():
+            keys = parse_keyring(settings.webhook_secret)
         else:
-            key = parse_secret(new_secret())
+            keys = [parse_secret(new_secret())]
             log.warning(
                 "OPSTREAM_WEBHOOK_SECRET is not set: webhooks are signed with a random key "
                 "of this process that no receiver can know; set one to let them verify"
             )
-        self.secret_for: SecretFor = secret_for or (lambda tenant: key)
+        self.secret_for: SecretFor = secret_for or (lambda tenant: keys)
         self._ssl = ssl.create_default_context()
         self._running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -282,24 +252,24 @@ class WebhookDispatcher:
             text = f"webhook delivered (HTTP {outcome.status_code}, attempt {attempt_no})"
             return m.NewEvent(m.WEBHOOK_DELIVERED, text, details)
         details["reason"] = outcome.reason
-        if outcome.permanent or attempt_no >= self.max_attempts:
+        if outcome.retry_after is not None:
+            details["retryAfterSeconds"] = outcome.retry_after
+        if outcome.gone:
+            details["disabled"] = True
+        delay = None
+        if not outcome.permanent:
+            delay = next_delay_ms(attempt_no, self.schedule, self.rand, outcome.retry_after)
+        if delay is None:
             WEBHOOK_DELIVERIES.labels("given_up").inc()
             text = one_line(f"webhook given up after attempt {attempt_no}: {outcome.reason}")
             return m.NewEvent(m.WEBHOOK_FAILED, text, details)
         WEBHOOK_DELIVERIES.labels("failed").inc()
-        delay = backoff_ms(
-            attempt_no,
-            self.settings.webhook_backoff_seconds,
-            self.settings.webhook_backoff_max_seconds,
-            self.rand,
-        )
         next_at = self.clock() + delay
         details["nextAttemptAt"] = next_at
         self._next_due = next_at if self._next_due is None else min(self._next_due, next_at)
         self._wake.set()  # the loop's wait must not outlast this retry
-        text = one_line(
-            f"webhook attempt {attempt_no} failed: {outcome.reason}; next in {delay / 1000:.1f} s"
-        )
+        after = describe_delay(delay)
+        text = one_line(f"webhook attempt {attempt_no} failed: {outcome.reason}; next in {after}")
         return m.NewEvent(m.WEBHOOK_FAILED, text, details)
 
     async def message(self, operation: Operation) -> Message:
@@ -320,14 +290,18 @@ class WebhookDispatcher:
         tail = await self.store.read(operation.id, after=after, limit=1000)
         return next((e for e in reversed(tail) if e.is_terminal), None)
 
-    async def post(self, url: str, message: Message, key: bytes) -> Attempt:
-        """One signed POST through the SSRF guard: no redirects, bounded time and reading."""
+    async def post(self, url: str, message: Message, keys: Sequence[bytes]) -> Attempt:
+        """One POST, signed with each of ``keys``, through the SSRF guard: no redirects,
+        bounded time and reading."""
         started = time.monotonic()
         status: int | None = None
+        retry_after: float | None = None
 
-        def done(ok: bool, reason: str = "", permanent: bool = False) -> Attempt:
+        def done(
+            ok: bool, reason: str = "", permanent: bool = False, gone: bool = False
+        ) -> Attempt:
             ms = int((time.monotonic() - started) * 1000)
-            return Attempt(ok, status, one_line(reason, 300), ms, permanent)
+            return Attempt(ok, status, one_line(reason, 300), ms, permanent, gone, retry_after)
 
         timestamp = int(time.time())
         headers = {
@@ -335,7 +309,7 @@ class WebhookDispatcher:
             "user-agent": f"opstream-webhooks/{__version__}",
             "webhook-id": message.id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(key, message.id, timestamp, message.body),
+            "webhook-signature": signature_header(keys, message.id, timestamp, message.body),
         }
         try:
             async with asyncio.timeout(self.total_timeout):
@@ -354,6 +328,8 @@ class WebhookDispatcher:
                     client.stream("POST", target.url, content=message.body, headers=headers) as r,
                 ):
                     status = r.status_code
+                    if not 200 <= status < 300:
+                        retry_after = parse_retry_after(r.headers.get("retry-after"), time.time())
                     await _read_capped(r, MAX_RESPONSE_BYTES)
         except CallbackRefused as exc:
             return done(False, f"callbackUrl {exc}", permanent=exc.permanent)
@@ -369,6 +345,9 @@ class WebhookDispatcher:
             return done(True)
         if 300 <= status < 400:
             return done(False, f"HTTP {status}: redirects are not followed")
+        if status == 410:
+            reason = "HTTP 410 Gone: the receiver wants no more webhooks for this operation"
+            return done(False, reason, permanent=True, gone=True)
         return done(False, f"HTTP {status}")
 
 
