@@ -23,6 +23,7 @@ import yaml
 
 from bench.nginx import TEMPLATE, VARIABLES, render
 from opstream.app.cli.main import build_parser, settings_from
+from opstream.app.http.inputs import MAX_WAIT
 from opstream.app.runtime.settings import Settings
 from opstream.app.runtime.tenants import Tenants
 from tests.conftest import ServerProcess, free_port
@@ -188,3 +189,18 @@ def test_the_docs_show_the_tested_nginx_file() -> None:
     command = re.search(r"envsubst '([^']*)'", shell)
     assert command is not None
     assert re.findall(r"\$\{(\w+)\}", command.group(1)) == list(VARIABLES)
+
+
+def seconds(directive: str) -> float:
+    found = re.findall(rf"^\s*{directive} (\d+)s;", TEMPLATE.read_text(), re.MULTILINE)
+    assert len(found) == 1, f"{directive}: {found}"
+    return float(found[0])
+
+
+def test_nginx_waits_longer_than_any_long_poll_or_heartbeat() -> None:
+    # A long-poll (?wait=) may be held MAX_WAIT seconds, an idle stream a heartbeat: the
+    # proxy must not give up on either, nor release cache-lock waiters before it ends.
+    longest = max(MAX_WAIT, Settings().heartbeat_seconds)
+    assert seconds("proxy_read_timeout") > longest
+    assert seconds("proxy_cache_lock_timeout") > MAX_WAIT
+    assert seconds("proxy_cache_lock_age") > MAX_WAIT
