@@ -21,6 +21,7 @@ SCENARIOS = {
     "latency": ("bench.fanout", "run_latency"),
     "idle": ("bench.idle", "run"),
     "polling": ("bench.polling", "run"),
+    "access-log": ("bench.access_log", "run"),
     "replay": ("bench.replay", "run"),
     "growth": ("bench.growth", "run"),
     "soak": ("bench.soak", "run"),

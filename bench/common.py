@@ -119,14 +119,19 @@ UNLIMITED = {
 
 
 def opstream_server(
-    db: Path, *, concurrency: int = 4, heartbeat: float = 15.0, synchronous: str = "FULL"
+    db: Path,
+    *,
+    concurrency: int = 4,
+    heartbeat: float = 15.0,
+    synchronous: str = "FULL",
+    log_level: str = "warning",
 ) -> Server:
     port = free_port()
     argv = [
         sys.executable, "-m", "opstream.app.cli.main", "serve", "--host", HOST, "--port", str(port),
         "--database", f"sqlite:///{db}", "--handlers", "bench.handlers",
         "--concurrency", str(concurrency), "--heartbeat-seconds", str(heartbeat),
-        "--sqlite-synchronous", synchronous, "--log-level", "warning",
+        "--sqlite-synchronous", synchronous, "--log-level", log_level,
     ]  # fmt: skip
     return Server("opstream", argv, port, db.parent / "server.log")
 

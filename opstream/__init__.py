@@ -2,7 +2,7 @@
 
 The public face, for teams that write handlers and for programs that follow operations::
 
-    from opstream import kind, Context, Result     # write a kind
+    from opstream import kind, Context, Result, Retryable   # write a kind
     from opstream import Client, AsyncClient       # start and follow operations
 
 Names are imported on first use, so importing the client never loads the server.
@@ -18,18 +18,30 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from opstream.app.client import AsyncClient, Client
     from opstream.app.runtime.context import Context
-    from opstream.app.runtime.kinds import Result, kind
+    from opstream.app.runtime.kinds import Result, Retryable, kind
+    from opstream.app.runtime.sync_context import SyncContext
 
 # Each public name and the module that defines it.
 _PUBLIC = {
     "kind": "opstream.app.runtime.kinds",
     "Result": "opstream.app.runtime.kinds",
+    "Retryable": "opstream.app.runtime.kinds",
+    "SyncContext": "opstream.app.runtime.sync_context",
     "Context": "opstream.app.runtime.context",
     "Client": "opstream.app.client",
     "AsyncClient": "opstream.app.client",
 }
 
-__all__ = ["AsyncClient", "Client", "Context", "Result", "__version__", "kind"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Context",
+    "Result",
+    "Retryable",
+    "SyncContext",
+    "__version__",
+    "kind",
+]
 
 
 def __getattr__(name: str) -> Any:

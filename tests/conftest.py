@@ -37,6 +37,7 @@ class ServerProcess:
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     database_url: str | None = None
+    cwd: Path | None = None  # where it runs (--handlers modules are found there)
 
     @property
     def url(self) -> str:
@@ -59,7 +60,9 @@ class ServerProcess:
             self.database_url or f"sqlite:///{self.database}",
         ]
         with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+            )
         self._wait_until_up()
         return self
 
@@ -110,6 +113,7 @@ class WorkerProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     owner: str | None = None  # its lease owner name, read from its log once it is up
+    cwd: Path | None = None  # where it runs (--handlers modules are found there)
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.env}
@@ -118,7 +122,9 @@ class WorkerProcess:
             "--database", self.database_url, "--log-level", "info",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+            )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

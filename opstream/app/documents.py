@@ -13,8 +13,10 @@ MIN_RETRY_AFTER = 1
 MAX_RETRY_AFTER = 30
 
 
-def operation_links(operation_id: str) -> dict[str, str]:
-    base = f"/operations/{operation_id}"
+def operation_links(operation_id: str, prefix: str = "") -> dict[str, str]:
+    """Where the operation's resources are; ``prefix`` is the path opstream is mounted
+    under (the ASGI ``root_path``), empty when it serves at the root."""
+    base = f"{prefix}/operations/{operation_id}"
     return {
         "self": base,
         "events": f"{base}/events",
@@ -23,11 +25,12 @@ def operation_links(operation_id: str) -> dict[str, str]:
     }
 
 
-def operation_document(op: Operation) -> dict[str, Any]:
-    """The status resource's body (DESIGN.md, "Operation document")."""
+def operation_document(op: Operation, prefix: str = "") -> dict[str, Any]:
+    """The status resource's body (DESIGN.md, "Operation document"), its links under
+    ``prefix`` (see ``operation_links``)."""
     result = None
     if op.has_result and op.result is not None:
-        result = {**op.result, "href": f"/operations/{op.id}/result"}
+        result = {**op.result, "href": f"{prefix}/operations/{op.id}/result"}
     return {
         "id": op.id,
         "kind": op.kind,
@@ -47,7 +50,7 @@ def operation_document(op: Operation) -> dict[str, Any]:
         "lastEventSeq": op.last_seq,
         "error": op.error,
         "result": result,
-        "links": operation_links(op.id),
+        "links": operation_links(op.id, prefix),
     }
 
 

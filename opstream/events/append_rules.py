@@ -17,7 +17,8 @@ from opstream.events.errors import (
     OperationNotFound,
     SequenceConflict,
 )
-from opstream.events.fold import LEASED_STATUSES, Operation, apply
+from opstream.events.fold import LEASED_STATUSES, QUEUED, Operation, apply
+from opstream.events.policy import retry_not_before
 from opstream.events.store import Idempotency, Lease
 
 
@@ -91,8 +92,12 @@ def lease_after(
     claim: tuple[str, int] | None, current: Current | None, plan: Plan
 ) -> tuple[str | None, int | None]:
     """The lease columns (owner, expiry) after an append: taken by a ``claim``, kept while
-    the operation is active, freed once it is not."""
+    the operation is active, freed once it is not. A queued operation has no owner; its
+    expiry, when set, is the time before which no worker may claim it (a retry's backoff:
+    ``policy.retry_not_before``)."""
     if plan.operation.status not in LEASED_STATUSES:
+        if plan.operation.status == QUEUED:
+            return None, retry_not_before(plan.events)
         return None, None
     if claim is not None:
         return claim

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opstream.events.fold import Operation
+from opstream.events.kinds import KindRecord
 from opstream.events.model import Event, NewEvent
 
 CommitListener = Callable[[Sequence[Event]], None]
@@ -175,6 +176,12 @@ class EventStore(Protocol):
     async def head(self) -> int:
         """The position below which every event is committed and readable."""
 
+    # The schema version this code creates and writes (its newest migration).
+    SCHEMA_VERSION: int
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at, read from it now (so it must answer)."""
+
     async def wait_for_change(self, head: int, max_wait: float) -> int:
         """Once the store's head has moved past ``head`` (by any process), or after
         ``max_wait`` seconds, the head as the store last saw it: every event up to it is
@@ -185,13 +192,29 @@ class EventStore(Protocol):
 
     async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
         """Take the oldest queued operation of one of ``kinds``: append ``OperationStarted``
-        and hold its lease for ``lease_ms``. ``None`` when nothing is queued."""
+        and hold its lease for ``lease_ms``. ``None`` when nothing is queued. An operation
+        queued again by a retryable failure waits out its backoff first."""
 
     async def renew(self, lease: Lease, lease_ms: int) -> Operation:
         """Extend a held lease; ``LeaseLost`` when it is no longer held."""
 
     async def recover(self, max_attempts: int, limit: int = 100) -> list[Event]:
-        """Retry (or, past ``max_attempts``, fail) operations whose lease has expired."""
+        """Retry (or, past the kind's ``maxAttempts`` — ``max_attempts`` where the kind sets
+        none — fail) operations whose lease has expired."""
+
+    async def put_kind(self, kind: KindRecord) -> bool:
+        """Register or update a kind (its ``updated_at`` is the store's clock); ``True``
+        when it was new."""
+
+    async def get_kind(self, name: str) -> KindRecord | None:
+        """The stored kind, or ``None`` (its ``workers`` is not counted)."""
+
+    async def list_kinds(self) -> list[KindRecord]:
+        """Every stored kind by name, each with ``workers``: how many workers asked for it
+        (``worker_seen``) whose lease period has not run out since."""
+
+    async def worker_seen(self, worker: str, kinds: Sequence[str], lease_ms: int) -> None:
+        """``worker`` asks for ``kinds``: count it as serving them for ``lease_ms``."""
 
     async def sweep(self, retention: Retention, limit: int = 100) -> Swept:
         """One small, deterministic batch of retention work (at most ``limit`` of each kind):

@@ -106,6 +106,20 @@ def test_a_delete_with_a_stale_if_match_is_412_and_changes_nothing(api: httpx.Cl
     assert moved.status_code == 412, "the result's deletion moved the operation on"
 
 
+def test_an_if_match_that_is_not_an_etag_is_400_and_changes_nothing(api: httpx.Client) -> None:
+    """An empty or unquoted If-Match is a client's mistake (a missing ETag pasted in), not
+    a precondition that merely failed: 400, so it is not mistaken for "the operation moved"."""
+    done = countdown(api, 1, 1)
+    wait_terminal(api, done)
+    for value in ("", "17", '"17', "W/17"):
+        for path in (f"/operations/{done}", f"/operations/{done}/result"):
+            refused = api.delete(path, headers={"If-Match": value})
+            assert refused.status_code == 400, (value, refused.text)
+            assert refused.json()["field"] == "If-Match"
+    assert "ResultDeleted" not in types(api, done)
+    assert api.delete(f"/operations/{done}", headers={"If-Match": "*"}).status_code == 204
+
+
 def test_cancel_racing_completion_never_deletes_a_result(api: httpx.Client) -> None:
     rng = random.Random(14)
     outcomes: dict[str, int] = {}

@@ -33,6 +33,7 @@ async def test_every_background_task_has_a_name(tmp_path: Path) -> None:
             "opstream-hub",
             "opstream-retention",
             "opstream-worker",
+            "opstream-watchdog",
             "opstream-webhooks",
         }
     finally:

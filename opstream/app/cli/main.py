@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import re
 import signal
@@ -13,7 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from opstream import __version__
-from opstream.app.runtime.settings import HELP, LOG_LEVELS, LOOPBACK, Settings, flag_of, variable_of
+from opstream.app.runtime import logs
+from opstream.app.runtime.settings import (
+    HELP,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Settings,
+    flag_of,
+    variable_of,
+)
 from opstream.events.errors import OpstreamError
 
 log = logging.getLogger("opstream")
@@ -44,6 +51,12 @@ def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
         metavar="MODULE",
         help=f"{HELP['handlers']} (env OPSTREAM_HANDLERS)",
     )
+    parser.add_argument(
+        "--no-demo",
+        action="store_true",
+        default=None,
+        help=f"{HELP['no_demo']} (env OPSTREAM_NO_DEMO)",
+    )
     flag("concurrency", int)
     flag("lease_seconds", float)
     flag("max_attempts", int)
@@ -57,10 +70,27 @@ def _server_flags(parser: argparse.ArgumentParser, *, http: bool) -> None:
             default=None,
             help=f"{HELP['insecure']} (env OPSTREAM_INSECURE)",
         )
+        parser.add_argument(
+            "--no-access-log",
+            dest="access_log",
+            action="store_false",
+            default=None,
+            help="write no access lines (by default each request is logged at info, "
+            "stream tokens redacted) (env OPSTREAM_ACCESS_LOG=0)",
+        )
         for ttl in ("result", "history", "tombstone", "idempotency"):
             flag(f"{ttl}_ttl_seconds", float)
+        parser.add_argument(
+            "--cors-origin",
+            dest="cors_origins",
+            action="append",
+            default=None,
+            metavar="ORIGIN",
+            help=f"{HELP['cors_origins']}; repeat for several (env OPSTREAM_CORS_ORIGINS)",
+        )
     flag("sqlite_synchronous", str, choices=["FULL", "NORMAL"])
     flag("log_level", str, choices=list(LOG_LEVELS))
+    flag("log_format", str, choices=list(LOG_FORMATS))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,13 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     names = [
         "host", "port", "database", "concurrency", "lease_seconds", "max_attempts",
-        "max_body_bytes", "heartbeat_seconds", "sqlite_synchronous", "log_level",
+        "max_body_bytes", "heartbeat_seconds", "sqlite_synchronous", "log_level", "log_format",
+        "access_log",
         "tokens_file", "insecure", "result_ttl_seconds", "history_ttl_seconds",
-        "tombstone_ttl_seconds", "idempotency_ttl_seconds",
+        "tombstone_ttl_seconds", "idempotency_ttl_seconds", "no_demo",
     ]  # fmt: skip
     overrides = {name: getattr(args, name, None) for name in names}
     if args.handlers:
         overrides["handlers"] = tuple(args.handlers)
+    if getattr(args, "cors_origins", None):
+        overrides["cors_origins"] = tuple(args.cors_origins)
     return _settings(**overrides)
 
 
@@ -134,21 +167,16 @@ def _settings(**overrides: Any) -> Settings:
         raise SystemExit(2) from None
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
     from opstream.app.http.application import create_app
+    from opstream.app.http.loopback_guard import is_loopback
     from opstream.app.http.serving import Server
 
     settings = settings_from(args)
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
 
     def stop_serving() -> None:  # a background task died: stop, and exit 1 below
         server.should_exit = True
@@ -159,7 +187,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"opstream: {exc}", file=sys.stderr)
         return 2
     open_access = not (settings.tokens or settings.tokens_file)
-    if open_access and not _is_loopback(settings.host):
+    if open_access and not is_loopback(settings.host):
         if not settings.insecure:
             print(
                 f"opstream: refusing to serve {settings.host} without tokens: anyone could "
@@ -173,19 +201,21 @@ def run_serve(args: argparse.Namespace) -> int:
     if problem is not None:  # said here in one line: from the lifespan, with a traceback
         print(problem, file=sys.stderr)
         return 2
-    print(
-        f"opstream {__version__}: http://{settings.host}:{settings.port}/ "
-        f"(database {redact_url(settings.database)})",
-        file=sys.stderr,
+    log.info(  # a log record, so that --log-format json writes nothing but JSON lines
+        "opstream %s: http://%s:%d/ (database %s)",
+        __version__,
+        settings.host,
+        settings.port,
+        redact_url(settings.database),
     )
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # logs.configure's handler takes uvicorn's records too
         timeout_graceful_shutdown=5,
-        access_log=settings.log_level == "debug",
+        access_log=settings.access_log,  # at info, tokens redacted (logs.protect_access_log)
     )
     server = Server(config, send_timeout=2 * settings.heartbeat_seconds)
     server.run()
@@ -198,7 +228,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from opstream.app.runtime.engine import Engine
 
     settings = settings_from(args)
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     if settings.concurrency < 1:  # 0 means "API only" to serve; a worker must run something
         print("opstream: error: worker: --concurrency must be at least 1", file=sys.stderr)
         return 2
@@ -270,30 +300,6 @@ async def _open_once(settings: Settings) -> str:
 def redact_url(url: str) -> str:
     """A database URL fit for logs: the password replaced."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-class RedactTokens(logging.Filter):
-    """Stream tokens travel in URLs (EventSource cannot send headers); keep them out of logs."""
-
-    PATTERN = re.compile(r"(access_token=)[^&\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                self.PATTERN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
-        record.msg = self.PATTERN.sub(r"\1[redacted]", str(record.msg))
-        return True
-
-
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,7 +15,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from opstream.app.http import metrics
+from opstream.app.http.api_docs import assets_mount, docs_page
 from opstream.app.http.auth import StreamTokens
+from opstream.app.http.cors import cors_middleware
 from opstream.app.http.feeds import (
     create_stream_token,
     feed_events,
@@ -23,7 +25,9 @@ from opstream.app.http.feeds import (
     operation_events,
     operation_stream,
 )
+from opstream.app.http.kinds import list_kinds, put_kind
 from opstream.app.http.limits import Limits
+from opstream.app.http.loopback_guard import LoopbackOnly
 from opstream.app.http.not_modified import NotModified
 from opstream.app.http.openapi import openapi_document
 from opstream.app.http.operations import (
@@ -34,11 +38,12 @@ from opstream.app.http.operations import (
     get_operation,
     get_result,
     json_response,
-    list_kinds,
     list_operations,
 )
 from opstream.app.http.problems import EXCEPTION_HANDLERS
+from opstream.app.http.readiness import readyz
 from opstream.app.http.services import Services, services
+from opstream.app.runtime import logs
 from opstream.app.runtime.engine import Engine, stop_this_process
 from opstream.app.runtime.metrics import watch as watch_metrics
 from opstream.app.runtime.settings import Settings
@@ -60,7 +65,10 @@ async def index(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return json_response(openapi_document(services(request).registry))
+    document = openapi_document(services(request).registry)
+    if request.scope.get("root_path"):  # mounted: requests go under the mount path
+        document["servers"] = [{"url": request.scope["root_path"]}]
+    return json_response(document)
 
 
 def by_method(**handlers: Endpoint) -> Endpoint:
@@ -92,9 +100,13 @@ ROUTES = [
     route("/events/stream", GET=feed_stream),
     route("/stream-tokens", POST=create_stream_token),
     route("/kinds", GET=list_kinds),
+    route("/kinds/{name}", PUT=put_kind),
     route("/healthz", GET=healthz),
+    route("/readyz", GET=readyz),
     route("/metrics", GET=metrics.endpoint),
     route("/openapi.json", GET=openapi),
+    route("/docs", GET=docs_page),
+    assets_mount(),
     Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
 ]
 
@@ -110,6 +122,8 @@ def create_app(
     ``on_failure`` is what happens when a background task ends unexpectedly (by default the
     process is asked to stop); the app's ``state.engine`` holds the running parts."""
     settings = settings or Settings.from_env()
+    # The same whether `opstream serve`, `uvicorn --factory` or a host application runs it.
+    logs.adopt(settings.log_level, settings.log_format)
     engine = Engine(settings, store, on_failure=on_failure)
     stream_tokens = StreamTokens(settings.secret.encode() or None, settings.stream_token_seconds)
     limits = Limits(
@@ -120,13 +134,17 @@ def create_app(
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_: object = None) -> AsyncIterator[None]:
+        # Always opstream's own app, whatever is passed: a host that mounts opstream runs
+        # this from its lifespan with its own app (docs/embedding.md), and the services
+        # must land where opstream's routes look for them.
         await engine.start()
         store, hub = engine.store, engine.hub
         projections = ProjectionCache(store)
         app.state.services = svc = Services(
             settings, store, hub, projections, engine.kinds, engine.tenants, stream_tokens, limits
         )
+        svc.catalog = engine.catalog
         watch_metrics(store, hub, limits.open_streams)
 
         async def close_streams_on_shutdown() -> None:
@@ -145,9 +163,14 @@ def create_app(
         finally:
             await engine.stop()
 
+    middleware = [Middleware(NotModified)]
+    if engine.tenants.open and not settings.insecure:
+        middleware.insert(0, Middleware(LoopbackOnly))  # before a 304 is answered
+    # CORS outermost: the 304s NotModified answers before routing carry its headers too.
+    middleware[:0] = cors_middleware(settings.cors_origins)
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(NotModified)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

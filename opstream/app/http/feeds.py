@@ -20,7 +20,7 @@ from opstream.app.http import inputs
 from opstream.app.http.auth import Caller
 from opstream.app.http.operations import JSON, json_response, load
 from opstream.app.http.problems import Forbidden, InvalidRequest
-from opstream.app.http.services import caller, services
+from opstream.app.http.services import caller, mount_prefix, services
 from opstream.app.http.sse import STREAM_HEADERS, control_frame, event_source
 from opstream.events.catchup import follow_all, follow_operation, wait_for_events, wait_for_feed
 from opstream.events.model import Event, format_time
@@ -107,7 +107,8 @@ async def operation_stream(request: Request) -> Response:
     prelude = b""
     if start.snapshot is not None and after < start.first_seq - 1:
         # The events after the client's cursor were compacted away: say where it stands.
-        prelude = control_frame("snapshot", orjson.dumps(operation_document(start.snapshot)))
+        snapshot = operation_document(start.snapshot, mount_prefix(request))
+        prelude = control_frame("snapshot", orjson.dumps(snapshot))
         after = start.first_seq - 1
     batches = follow_operation(svc.store, svc.hub, operation_id, after)
     return event_source(svc, who, batches, "seq", prelude)
@@ -148,6 +149,7 @@ async def create_stream_token(request: Request) -> Response:
         await load(svc, who, operation_id)
     token, expires = svc.stream_tokens.issue(who.tenant, operation_id)
     stream = f"/operations/{operation_id}/events/stream" if operation_id else "/events/stream"
+    stream = mount_prefix(request) + stream
     document = {
         "token": token,
         "expiresAt": format_time(expires * 1000),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -10,6 +11,10 @@ from starlette.requests import Request
 from opstream.app.http.problems import InvalidJson, InvalidRequest, PayloadTooLarge
 from opstream.events.errors import InvalidCursor
 
+# RFC 9110 If-Match: "*" or a list of entity tags, each optionally weak.
+ENTITY_TAG_LIST = re.compile(
+    r'^(\*|(W/)?"[!#-~\x80-\xff]*"([ \t]*,[ \t]*(W/)?"[!#-~\x80-\xff]*")*)$'
+)
 MAX_WAIT = 60.0
 MAX_CURSOR = 2**63 - 1
 
@@ -124,3 +129,16 @@ def choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
     if raw not in allowed:
         raise InvalidRequest(f"{name} must be one of {', '.join(allowed)}", field=name)
     return raw
+
+
+def if_match(request: Request) -> str | None:
+    """The ``If-Match`` header, if sent; one that is not ``*`` or a list of entity tags
+    (empty, unquoted) is a client's mistake, refused rather than read as "no match"."""
+    value = request.headers.get("if-match")
+    if value is None:
+        return None
+    if not ENTITY_TAG_LIST.fullmatch(value.strip()):
+        raise InvalidRequest(
+            'If-Match must be * or the ETag of the status, such as "17"', field="If-Match"
+        )
+    return value

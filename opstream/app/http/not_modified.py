@@ -44,9 +44,10 @@ class NotModified:
 
 def _not_modified(scope: Scope) -> list[tuple[bytes, bytes]] | None:
     """The ``304``'s headers, or ``None``: let the route answer."""
-    if scope["method"] not in ("GET", "HEAD") or scope["query_string"] or scope.get("root_path"):
+    if scope["method"] not in ("GET", "HEAD") or scope["query_string"]:
         return None
-    path = STATUS_PATH.fullmatch(scope["path"])
+    # Mounted under a prefix (``root_path``), the path still carries it.
+    path = STATUS_PATH.fullmatch(scope["path"], len(scope.get("root_path", "").rstrip("/")))
     if path is None:
         return None
     svc: Services | None = getattr(scope["app"].state, "services", None)

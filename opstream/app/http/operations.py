@@ -30,7 +30,7 @@ from opstream.app.http.problems import (
     UnknownKind,
     problem_response,
 )
-from opstream.app.http.services import Services, caller, services
+from opstream.app.http.services import Services, caller, mount_prefix, services
 from opstream.app.runtime.ssrf import check_callback_url
 from opstream.events import model as m
 from opstream.events.catchup import wait_for_events
@@ -111,7 +111,8 @@ async def create_operation(request: Request) -> Response:
         idempotency=idempotency,
     )
     op = appended.operation
-    headers = {"Location": f"/operations/{op.id}", "Retry-After": "1"}
+    prefix = mount_prefix(request)
+    headers = {"Location": f"{prefix}/operations/{op.id}", "Retry-After": "1"}
     if appended.replayed:
         # The same response as the first time: the document as it was when created.
         created = await svc.store.read(op.id, after=0, limit=1)
@@ -119,7 +120,7 @@ async def create_operation(request: Request) -> Response:
             op = fold(created) or op
         headers["Idempotent-Replayed"] = "true"
     headers["ETag"] = etag(op)
-    return json_response(operation_document(op), 202, headers)
+    return json_response(operation_document(op, prefix), 202, headers)
 
 
 async def _new_operation(svc: Services, body: Any) -> tuple[str, Any, str | None]:
@@ -132,9 +133,10 @@ async def _new_operation(svc: Services, body: Any) -> tuple[str, Any, str | None
             "kind is required: the name of a registered kind (see /kinds)",
             errors=[{"field": "kind", "pointer": "/kind", "message": "kind is required"}],
         )
-    kind = svc.registry.get(name)
+    catalog = svc.kinds()
+    kind = await catalog.find(name)
     if kind is None:
-        message = f"unknown kind {name!r}; known: {', '.join(svc.registry.names())}"
+        message = f"unknown kind {name!r}; known: {', '.join(await catalog.names())}"
         raise UnknownKind(
             message, errors=[{"field": "kind", "pointer": "/kind", "message": message}]
         )
@@ -175,7 +177,7 @@ async def get_operation(request: Request) -> Response:
     )
     if unchanged is not None:
         svc.limits.polling(who.tenant, operation_id)
-        return status_response(unchanged, known)
+        return status_response(unchanged, known, mount_prefix(request))
     op = await load(svc, who, operation_id)
     max_wait = inputs.wait_seconds(request)
     if max_wait == 0:
@@ -187,7 +189,7 @@ async def get_operation(request: Request) -> Response:
                 svc.store, svc.hub, operation_id, after, limit=1, max_wait=max_wait
             )
             op = await svc.projections.get(operation_id)
-    return status_response(op, known)
+    return status_response(op, known, mount_prefix(request))
 
 
 def still_current(
@@ -203,7 +205,7 @@ def still_current(
     return op
 
 
-def status_response(op: Operation, known: int | None) -> Response:
+def status_response(op: Operation, known: int | None, prefix: str = "") -> Response:
     if op.is_gone:
         return problem_response(
             410,
@@ -216,9 +218,9 @@ def status_response(op: Operation, known: int | None) -> Response:
     if known is not None and known == op.last_seq:
         return Response(status_code=304, headers=headers)
     if op.status == SUCCEEDED and op.has_result:
-        headers["Location"] = f"/operations/{op.id}/result"
-        return json_response(operation_document(op), 303, headers)
-    return json_response(operation_document(op), 200, headers)
+        headers["Location"] = f"{prefix}/operations/{op.id}/result"
+        return json_response(operation_document(op, prefix), 303, headers)
+    return json_response(operation_document(op, prefix), 200, headers)
 
 
 def status_headers(op: Operation) -> dict[str, str]:
@@ -257,6 +259,8 @@ async def cancel_operation(request: Request) -> Response:
     """Only ever cancels (``202``; ``200`` if already cancelling or cancelled); an operation
     that already succeeded or failed is a ``409`` naming its status. Never deletes."""
 
+    prefix = mount_prefix(request)
+
     def decide(op: Operation) -> list[m.NewEvent] | Response:
         _require_present(op)
         if op.status in (SUCCEEDED, FAILED):
@@ -266,16 +270,20 @@ async def cancel_operation(request: Request) -> Response:
             )
         events = cancel_events(op) if op.status != CANCELLED else None
         if events is None:  # cancelling or cancelled: asking again changes nothing
-            return json_response(operation_document(op), 200, {"ETag": etag(op)})
+            return json_response(operation_document(op, prefix), 200, {"ETag": etag(op)})
         return events
 
-    return await append_unless_moved(request, decide, _cancellation_accepted)
+    def answer(op: Operation, appended: Appended) -> Response:
+        return _cancellation_accepted(appended, prefix)
+
+    return await append_unless_moved(request, decide, answer)
 
 
 async def delete_operation(request: Request) -> Response:
     """Cancel while queued or running (``202``); delete the output once finished (``204``).
     With ``If-Match: "<seq>"``, only if the operation is still at that seq (else ``412``)."""
-    if_match = request.headers.get("if-match")
+    if_match = inputs.if_match(request)
+    prefix = mount_prefix(request)
 
     def decide(op: Operation) -> list[m.NewEvent] | Response:
         _require_present(op)
@@ -284,21 +292,21 @@ async def delete_operation(request: Request) -> Response:
             return [m.NewEvent(m.RESULT_DELETED, "deleted", {"scope": "operation"})]
         events = cancel_events(op)
         if events is None:  # already cancelling: asking twice changes nothing
-            return json_response(operation_document(op), 202, {"ETag": etag(op)})
+            return json_response(operation_document(op, prefix), 202, {"ETag": etag(op)})
         return events
 
     def answer(op: Operation, appended: Appended) -> Response:
         if op.is_terminal:
             return Response(status_code=204)
-        return _cancellation_accepted(op, appended)
+        return _cancellation_accepted(appended, prefix)
 
     return await append_unless_moved(request, decide, answer)
 
 
-def _cancellation_accepted(op: Operation, appended: Appended) -> Response:
+def _cancellation_accepted(appended: Appended, prefix: str) -> Response:
     """``202`` with the document the cancellation left (``cancelling``, or ``cancelled``)."""
     done = appended.operation
-    return json_response(operation_document(done), 202, {"ETag": etag(done)})
+    return json_response(operation_document(done, prefix), 202, {"ETag": etag(done)})
 
 
 def _require_present(op: Operation) -> None:
@@ -334,7 +342,7 @@ async def get_result(request: Request) -> Response:
 
 async def delete_result(request: Request) -> Response:
     """Delete the result, keep the history (``204``); ``If-Match`` as for the operation."""
-    if_match = request.headers.get("if-match")
+    if_match = inputs.if_match(request)
 
     def decide(op: Operation) -> list[m.NewEvent]:
         _require_result(op)
@@ -401,14 +409,9 @@ async def list_operations(request: Request) -> Response:
     )
     following = ops[-1].id if len(ops) == limit else None
     # Deleted and expired operations answer 410: they are not listed (a page may run short).
-    items = [operation_document(op) for op in ops if not op.is_gone]
+    prefix = mount_prefix(request)
+    items = [operation_document(op, prefix) for op in ops if not op.is_gone]
     return json_response({"items": items, "next": following, "position": position})
-
-
-async def list_kinds(request: Request) -> Response:
-    caller(request)
-    registry = services(request).registry
-    return json_response({"items": [k.to_dict() for k in registry]})
 
 
 async def _check_callback_url(svc: Services, url: object) -> None:

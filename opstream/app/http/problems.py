@@ -75,6 +75,14 @@ class OperationStateConflict(Problem):
     status, slug, title = 409, "operation-state-conflict", "Not possible in the current status"
 
 
+class NotStarted(Problem):
+    status, slug, title = 503, "not-started", "opstream is not running"
+
+
+class NotReady(Problem):
+    status, slug, title = 503, "not-ready", "Not ready to take traffic"
+
+
 class PreconditionFailed(Problem):
     status, slug, title = 412, "precondition-failed", "The operation has moved on"
 

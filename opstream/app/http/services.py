@@ -9,6 +9,8 @@ from starlette.requests import Request
 
 from opstream.app.http.auth import OPEN_CALLER, Caller, StreamTokens, bearer_token
 from opstream.app.http.limits import Limits
+from opstream.app.http.problems import NotStarted
+from opstream.app.runtime.catalog import KindCatalog
 from opstream.app.runtime.kinds import Registry
 from opstream.app.runtime.settings import Settings
 from opstream.app.runtime.tenants import Tenants, Unauthenticated
@@ -29,11 +31,33 @@ class Services:
     limits: Limits = field(default_factory=Limits)
     # Set when the server starts shutting down: open streams end cleanly instead of being cut.
     stopping: anyio.Event = field(default_factory=anyio.Event)
+    # The kinds in the store: the engine's, once started (see ``kinds``).
+    catalog: KindCatalog | None = None
+
+    def kinds(self) -> KindCatalog:
+        """The kinds every process can accept (an app built without an engine gets a
+        catalog of its own)."""
+        if self.catalog is None:
+            self.catalog = KindCatalog(self.store, self.registry, self.settings.max_attempts)
+        return self.catalog
 
 
 def services(request: Request) -> Services:
-    found: Services = request.app.state.services
+    found: Services | None = getattr(request.app.state, "services", None)
+    if found is None:
+        raise NotStarted(
+            "opstream's lifespan has not run: an app that mounts opstream must run it "
+            "from its own lifespan (docs/embedding.md)"
+        )
     return found
+
+
+def mount_prefix(request: Request) -> str:
+    """The path opstream is mounted under (the ASGI ``root_path``: ``/lro`` in a host app
+    that mounts it there, or behind a proxy that strips it), to put before every URL it
+    writes; empty at the root. The request's own path already includes it."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
 
 
 def caller(request: Request, *, stream_token_ok: bool = False) -> Caller:

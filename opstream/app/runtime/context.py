@@ -46,6 +46,7 @@ class Context:
         self.params = params
         self.cancelled = False
         self.lease_lost = False
+        self.timed_out = False
         self._stage: str | None = None
         self._queued: list[m.NewEvent] = []
         self._writing: asyncio.Task[None] | None = None

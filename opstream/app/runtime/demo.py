@@ -84,6 +84,9 @@ async def report(ctx: Context, params: dict[str, Any]) -> Result:
     return Result(out.getvalue().encode(), "text/csv; charset=utf-8")
 
 
+DEMO_KINDS = ("demo.countdown", "demo.report")
+
+
 def register_demo_kinds(target: Registry = registry) -> None:
     target.register(
         "demo.countdown",

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from opstream.app.runtime.demo import register_demo_kinds
+from opstream.app.runtime.catalog import KindCatalog
+from opstream.app.runtime.demo import DEMO_KINDS, register_demo_kinds
+from opstream.app.runtime.handlers import load_handlers
 from opstream.app.runtime.kinds import Registry, registry
 from opstream.app.runtime.retention import sweep_forever
 from opstream.app.runtime.settings import Settings
 from opstream.app.runtime.signing import parse_keyring
 from opstream.app.runtime.tenants import Tenants
+from opstream.app.runtime.watchdog import LoopWatchdog
 from opstream.app.runtime.webhooks import SecretFor, WebhookDispatcher
 from opstream.app.runtime.worker import Worker
 from opstream.events.hub import Hub
@@ -47,10 +49,15 @@ def open_store(settings: Settings) -> EventStore:
 
 
 def load_registry(settings: Settings, target: Registry = registry) -> Registry:
-    """The shipped demo kinds, plus whatever the ``--handlers`` modules register."""
-    register_demo_kinds(target)
-    for module in settings.handlers:
-        importlib.import_module(module)
+    """The shipped demo kinds (unless ``--no-demo``), plus whatever the ``--handlers``
+    modules or files register. Raises ``HandlersError`` (an ``ImportError``) naming a
+    module that failed to import."""
+    if settings.no_demo:
+        for name in DEMO_KINDS:
+            target.unregister(name)
+    else:
+        register_demo_kinds(target)
+    load_handlers(settings.handlers)
     return target
 
 
@@ -83,6 +90,8 @@ class Engine:
         self.settings = settings
         self.store = store or open_store(settings)
         self.kinds = load_registry(settings)
+        self.catalog = KindCatalog(self.store, self.kinds, settings.max_attempts)
+        self.watchdog = LoopWatchdog()
         self.tenants = Tenants.load(settings.tokens, settings.tokens_file)
         self.retention = retention
         self.on_failure = on_failure
@@ -112,6 +121,7 @@ class Engine:
     async def start(self) -> None:
         """Open the store and start the background tasks."""
         await self.store.open()
+        await self.catalog.register_local()
         hub = self._hub = Hub(self.store)
         self.spawn("opstream-hub", hub.run(after=await self.store.head()))
         if self.retention:
@@ -124,7 +134,12 @@ class Engine:
                 concurrency=self.settings.concurrency,
                 lease_seconds=self.settings.lease_seconds,
                 max_attempts=self.settings.max_attempts,
+                catalog=self.catalog,
+                watchdog=self.watchdog,
             )
+            # Counted in GET /kinds before the process says it is up.
+            await self.worker.heartbeat()
+            self.spawn("opstream-watchdog", self.watchdog.run())
             self.spawn("opstream-worker", self.worker.run())
         if self.webhooks is not None:
             self.spawn("opstream-webhooks", self.webhooks.run(hub))

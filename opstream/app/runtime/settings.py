@@ -19,6 +19,7 @@ class Settings:
     port: int = 8000
     database: str = "sqlite:///opstream.db"
     handlers: tuple[str, ...] = ()
+    no_demo: bool = False
     concurrency: int = 4
     lease_seconds: float = 15.0
     max_attempts: int = 3
@@ -31,6 +32,8 @@ class Settings:
     webhook_connect_seconds: float = 5.0
     webhook_timeout_seconds: float = 15.0
     log_level: str = "info"
+    log_format: str = "text"
+    access_log: bool = True
     tokens: str = ""
     tokens_file: str = ""
     secret: str = ""
@@ -45,6 +48,7 @@ class Settings:
     create_rate: float = 50.0
     poll_rate: float = 2.0
     max_streams: int = 1000
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse values the service would misbehave with: a negative heartbeat breaks every
@@ -68,6 +72,11 @@ class Settings:
         parse_schedule(self.webhook_retry_schedule)
         if self.webhook_secret.strip():
             parse_keyring(self.webhook_secret)
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"{_flag('log_format')} must be one of {', '.join(LOG_FORMATS)}, "
+                f"not {self.log_format!r}"
+            )
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(
                 f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}, "
@@ -115,6 +124,7 @@ LOWEST: dict[str, tuple[float, bool]] = {
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 def flag_of(name: str) -> str:
@@ -135,7 +145,9 @@ HELP = {
     "host": "interface to listen on",
     "port": "TCP port to listen on",
     "database": "sqlite:///path/to/file.db or postgresql://user@host/db",
-    "handlers": "modules to import that register operation kinds (comma-separated in env)",
+    "handlers": "modules or .py files to import that register operation kinds "
+    "(comma-separated in env)",
+    "no_demo": "leave the shipped demo kinds out",
     "concurrency": "operations each process runs at once (0: API only, no workers)",
     "lease_seconds": "how long a worker's claim lasts without renewal",
     "max_attempts": "attempts before an operation whose worker died is failed",
@@ -150,6 +162,9 @@ HELP = {
     "webhook_connect_seconds": "webhook DNS and connect timeout",
     "webhook_timeout_seconds": "webhook timeout for a whole attempt",
     "log_level": "debug, info, warning, error or critical",
+    "log_format": "text, or json for one JSON object per line (access lines included)",
+    "access_log": "log each request at info, stream tokens redacted (serve only; under "
+    "uvicorn, its --no-access-log)",
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
     "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
     "secret": "key that signs stream tokens; share it between servers behind one address",
@@ -164,6 +179,8 @@ HELP = {
     "create_rate": "operations a tenant may create per second (burst: 2 seconds' worth)",
     "poll_rate": "status requests per second per operation before 429 (long-polls exempt)",
     "max_streams": "SSE streams a tenant may hold open in one process",
+    "cors_origins": "origins whose pages may call the API, e.g. https://app.example.com, "
+    "or * for any (comma-separated in env; none: no cross-origin access)",
 }
 
 

@@ -10,12 +10,13 @@ what their outcomes mean is decided here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from opstream.events import model as m
 from opstream.events.append_rules import Current
 from opstream.events.base.writes import Append, Outcome
 from opstream.events.errors import OpstreamError
+from opstream.events.policy import Policy, timeout_events
 from opstream.events.recovery import recovery_events
 from opstream.events.store import Appended, Lease
 
@@ -37,15 +38,33 @@ def claimed(outcomes: list[Outcome]) -> Appended:
     return outcome
 
 
-def recoveries(currents: Iterable[Current], max_attempts: int) -> list[Append]:
+def recoveries(
+    currents: Iterable[Current], max_attempts: int, per_kind: Mapping[str, int] | None = None
+) -> list[Append]:
     """The appends that settle the leased operations ``currents``, under their own leases
-    (so that a worker that renewed meanwhile keeps its operation)."""
+    (so that a worker that renewed meanwhile keeps its operation). ``per_kind``: the
+    kinds' own ``maxAttempts``, where they set one."""
     jobs: list[Append] = []
     for current in currents:
         operation = current.operation
         assert current.lease_owner is not None, "only a leased operation is recovered"
         lease = Lease(operation.id, current.lease_owner, operation.attempt)
-        jobs.append(Append(operation.id, recovery_events(operation, max_attempts), lease=lease))
+        attempts = (per_kind or {}).get(operation.kind) or max_attempts
+        jobs.append(Append(operation.id, recovery_events(operation, attempts), lease=lease))
+    return jobs
+
+
+def timeouts(overdue: Iterable[tuple[Current, float]]) -> list[Append]:
+    """The appends that fail the running operations ``overdue`` (each with its kind's
+    ``timeoutSeconds``) whose attempt ran too long, under their own leases: the worker —
+    wherever it is, however it speaks — finds its lease gone at its next write."""
+    jobs: list[Append] = []
+    for current, seconds in overdue:
+        operation = current.operation
+        assert current.lease_owner is not None, "only a leased operation times out"
+        lease = Lease(operation.id, current.lease_owner, operation.attempt)
+        events = timeout_events(operation, Policy(1, timeout_seconds=seconds))
+        jobs.append(Append(operation.id, events, lease=lease))
     return jobs
 
 
@@ -86,4 +105,18 @@ def by_id(currents: Iterable[Current]) -> dict[str, Current]:
     return {current.operation.id: current for current in currents}
 
 
-__all__ = ["by_id", "claim", "claimed", "expired", "expiries", "recovered", "recoveries"]
+# A timed-out attempt is failed by recovery this long after its timeout: the worker running
+# it stops it itself first if it can (it cancels the handler; recovery only fences it).
+TIMEOUT_GRACE_MS = 1000
+
+__all__ = [
+    "TIMEOUT_GRACE_MS",
+    "by_id",
+    "claim",
+    "claimed",
+    "expired",
+    "expiries",
+    "recovered",
+    "recoveries",
+    "timeouts",
+]

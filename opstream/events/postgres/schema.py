@@ -111,6 +111,28 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX opstream_events_by_operation ON opstream_events (operation_id, position);
         """,
     ),
+    (
+        4,
+        # Kinds live in the store (issue 15): any server validates params against the stored
+        # schema; opstream_kind_workers records which workers asked for which kind, until when.
+        """
+        CREATE TABLE opstream_kinds (
+            name            text PRIMARY KEY,
+            description     text NOT NULL,
+            params_schema   text NOT NULL,
+            timeout_seconds double precision,
+            max_attempts    integer,
+            updated_at      bigint NOT NULL
+        );
+        CREATE TABLE opstream_kind_workers (
+            kind       text NOT NULL,
+            worker     text NOT NULL,
+            expires_at bigint NOT NULL,
+            PRIMARY KEY (kind, worker)
+        );
+        CREATE INDEX opstream_kind_workers_by_expiry ON opstream_kind_workers (expires_at);
+        """,
+    ),
 )
 
 # Advisory lock namespace for migrations ("opst"); the second key is the schema's hash.

@@ -38,14 +38,24 @@ import asyncpg
 
 from opstream.events import model as m
 from opstream.events.base.rows import EVENT_COLUMNS, OPERATION_COLUMNS, current_of, event_of
-from opstream.events.base.system_appends import by_id, claim, claimed, recovered, recoveries
+from opstream.events.base.system_appends import (
+    TIMEOUT_GRACE_MS,
+    by_id,
+    claim,
+    claimed,
+    recovered,
+    recoveries,
+    timeouts,
+)
 from opstream.events.codec import load_operation
 from opstream.events.errors import LeaseLost, OperationNotFound, OpstreamError, StoreClosed
 from opstream.events.fold import QUEUED, Operation
+from opstream.events.kinds import KindRecord
+from opstream.events.postgres import kinds as kinds_table
 from opstream.events.postgres.failures import DRIVER_ERRORS
 from opstream.events.postgres.queries import HEAD_SQL, NOW_MS, Where
 from opstream.events.postgres.retention import expire, remove
-from opstream.events.postgres.schema import migrate, quote_ident
+from opstream.events.postgres.schema import MIGRATIONS, migrate, quote_ident
 from opstream.events.postgres.writer import PostgresWriter
 from opstream.events.store import (
     Appended,
@@ -126,8 +136,10 @@ class PostgresStore(PostgresWriter):
         self._listen_task = asyncio.create_task(self._listen_forever(), name="opstream-pg-listen")
         self._start_writer("opstream-pg-writer")
 
+    SCHEMA_VERSION = max(version for version, _ in MIGRATIONS)
+
     async def schema_version(self) -> int:
-        """The newest migration applied to the database (for ``opstream migrate``)."""
+        """The newest migration applied to the database (``opstream migrate``, ``/readyz``)."""
         with self._errors:
             version = await self._pool_or_raise().fetchval(
                 "SELECT max(version) FROM opstream_migrations"
@@ -218,7 +230,9 @@ class PostgresStore(PostgresWriter):
         async def run(conn: Any) -> Appended | None:
             row = await conn.fetchrow(
                 f"SELECT {OPERATION_COLUMNS}, {NOW_MS} AS now FROM opstream_operations "
+                # A queued operation's lease_expires_at is its retry's backoff, if any.
                 "WHERE status = $1 AND kind = ANY($2::text[]) "
+                f"AND (lease_expires_at IS NULL OR lease_expires_at <= {NOW_MS}) "
                 "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
                 QUEUED,
                 list(kinds),
@@ -259,11 +273,33 @@ class PostgresStore(PostgresWriter):
                 limit,
             )
             currents = by_id(current_of(row) for row in rows)
-            jobs = recoveries(currents.values(), max_attempts)
-            now = rows[0]["now"] if rows else 0
+            kinds = sorted({current.operation.kind for current in currents.values()})
+            per_kind = await kinds_table.max_attempts_of(conn, kinds)
+            jobs = recoveries(currents.values(), max_attempts, per_kind)
+            late = await conn.fetch(kinds_table.OVERDUE, TIMEOUT_GRACE_MS, limit)
+            overdue = [(current_of(row), float(row[4])) for row in late if row[0] not in currents]
+            currents.update(by_id(current for current, _ in overdue))
+            jobs += timeouts(overdue)
+            now = rows[0]["now"] if rows else late[0]["now"] if late else 0
             return recovered(await self._write_appends(conn, jobs, currents, now=now))
 
         return await self._run_task(run)
+
+    async def put_kind(self, kind: KindRecord) -> bool:
+        with self._errors:
+            return await kinds_table.put_kind(self._pool_or_raise(), kind)
+
+    async def worker_seen(self, worker: str, kinds: Sequence[str], lease_ms: int) -> None:
+        with self._errors:
+            await kinds_table.worker_seen(self._pool_or_raise(), worker, kinds, lease_ms)
+
+    async def get_kind(self, name: str) -> KindRecord | None:
+        with self._errors:
+            return await kinds_table.get_kind(self._pool_or_raise(), name)
+
+    async def list_kinds(self) -> list[KindRecord]:
+        with self._errors:
+            return await kinds_table.list_kinds(self._pool_or_raise())
 
     async def claim_webhooks(self, limit: int, lease_ms: int) -> list[Operation]:
         """The due operations, as ``get`` answers them (their ``webhook_due_at`` is the due

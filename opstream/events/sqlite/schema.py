@@ -157,6 +157,28 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         UPDATE meta SET indexed_through = (SELECT coalesce(max(position), 0) FROM events);
         """,
     ),
+    (
+        5,
+        # Kinds live in the store (issue 15): any server validates params against the stored
+        # schema; kind_workers records which workers asked for which kind, until when.
+        """
+        CREATE TABLE kinds (
+            name            TEXT PRIMARY KEY,
+            description     TEXT NOT NULL,
+            params_schema   TEXT NOT NULL,
+            timeout_seconds REAL,
+            max_attempts    INTEGER,
+            updated_at      INTEGER NOT NULL
+        );
+        CREATE TABLE kind_workers (
+            kind       TEXT NOT NULL,
+            worker     TEXT NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (kind, worker)
+        ) WITHOUT ROWID;
+        CREATE INDEX kind_workers_by_expiry ON kind_workers (expires_at);
+        """,
+    ),
 )
 
 

@@ -22,10 +22,20 @@ import aiosqlite
 
 from opstream.events import model as m
 from opstream.events.base.rows import EVENT_COLUMNS, OPERATION_COLUMNS, current_of, event_of
-from opstream.events.base.system_appends import by_id, claim, claimed, recovered, recoveries
+from opstream.events.base.system_appends import (
+    TIMEOUT_GRACE_MS,
+    by_id,
+    claim,
+    claimed,
+    recovered,
+    recoveries,
+    timeouts,
+)
 from opstream.events.codec import load_operation
 from opstream.events.errors import LeaseLost, OperationNotFound, StoreClosed, StoreError
 from opstream.events.fold import QUEUED, Operation
+from opstream.events.kinds import KindRecord
+from opstream.events.sqlite import kinds as kinds_table
 from opstream.events.sqlite.queries import (
     FEED_CURSOR_SEQ,
     HEAD_SQL,
@@ -39,7 +49,7 @@ from opstream.events.sqlite.queries import (
     where_equal,
 )
 from opstream.events.sqlite.retention import sweep_transaction
-from opstream.events.sqlite.schema import SCHEMA, migrate, pragmas
+from opstream.events.sqlite.schema import MIGRATIONS, SCHEMA, migrate, pragmas
 from opstream.events.sqlite.writer import SQLiteWriter
 from opstream.events.store import (
     Appended,
@@ -63,6 +73,8 @@ def database_path(url: str) -> str:
 
 class SQLiteStore(SQLiteWriter):
     """``EventStore`` on one SQLite file."""
+
+    SCHEMA_VERSION = MIGRATIONS[-1][0]
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         super().__init__()
@@ -142,9 +154,11 @@ class SQLiteStore(SQLiteWriter):
             marks = ",".join("?" * len(kinds))
             row = one_now(
                 conn,
+                # A queued operation's lease_expires_at is its retry's backoff, if any.
                 f"SELECT {OPERATION_COLUMNS} FROM operations WHERE status = ? "
-                f"AND kind IN ({marks}) ORDER BY id LIMIT 1",
-                (QUEUED, *kinds),
+                f"AND kind IN ({marks}) AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
+                "ORDER BY id LIMIT 1",
+                (QUEUED, *kinds, m.now_ms()),
             )
             if row is None:
                 return None
@@ -180,10 +194,34 @@ class SQLiteStore(SQLiteWriter):
                 (m.now_ms(), limit),
             )
             currents = by_id(current_of(row) for row in rows)
-            jobs = recoveries(currents.values(), max_attempts)
+            kinds = sorted({current.operation.kind for current in currents.values()})
+            per_kind = kinds_table.max_attempts_of(conn, kinds)
+            jobs = recoveries(currents.values(), max_attempts, per_kind)
+            overdue = [
+                (current_of(row), float(row[4]))
+                for row in all_now(conn, kinds_table.OVERDUE, (TIMEOUT_GRACE_MS, m.now_ms(), limit))
+                if row[0] not in currents
+            ]
+            currents.update(by_id(current for current, _ in overdue))
+            jobs += timeouts(overdue)
             return recovered(self._write_appends(conn, jobs, currents))
 
         return await self._run_task(run)
+
+    async def put_kind(self, kind: KindRecord) -> bool:
+        created: bool = await self._run_task(lambda conn: kinds_table.put_kind(conn, kind))
+        return created
+
+    async def worker_seen(self, worker: str, kinds: Sequence[str], lease_ms: int) -> None:
+        await self._run_task(lambda conn: kinds_table.worker_seen(conn, worker, kinds, lease_ms))
+
+    async def get_kind(self, name: str) -> KindRecord | None:
+        with self._errors:
+            return await kinds_table.get_kind(self._read_conn(), name)
+
+    async def list_kinds(self) -> list[KindRecord]:
+        with self._errors:
+            return await kinds_table.list_kinds(self._read_conn())
 
     async def claim_webhooks(self, limit: int, lease_ms: int) -> list[Operation]:
         """The due operations, as ``get`` answers them (their ``webhook_due_at`` is the due
@@ -304,6 +342,11 @@ class SQLiteStore(SQLiteWriter):
                 self._read_conn(), sql, {**params, "op": operation_id, "limit": limit}
             )
         return [event_of(row) for row in rows]
+
+    async def schema_version(self) -> int:
+        with self._errors:
+            row = await fetch_one(self._read_conn(), "PRAGMA user_version", ())
+        return int(row[0]) if row else 0
 
     async def head(self) -> int:
         with self._errors:

@@ -3,6 +3,7 @@
 // token (auth.js) in a header; EventSource URLs get stream tokens (tokens.js) instead.
 
 import { auth, retryAfterMs } from "./auth.js";
+import { apiPath } from "./base.js";
 import { StreamTokenSource } from "./tokens.js";
 
 export class ApiError extends Error {
@@ -42,7 +43,7 @@ async function request(path, init = {}) {
     if (token) headers.Authorization = `Bearer ${token}`;
     let response;
     try {
-      response = await fetch(path, { ...init, headers });
+      response = await fetch(apiPath(path), { ...init, headers });
     } catch (error) {
       throw new ApiError(0, { title: "Network error", detail: "The server cannot be reached." });
     }
@@ -135,13 +136,18 @@ export async function deleteResult(id) {
   await request(`/operations/${encodeURIComponent(id)}/result`, { method: "DELETE" });
 }
 
-export function resultUrl(id) {
+function resultPath(id) {
   return `/operations/${encodeURIComponent(id)}/result`;
+}
+
+/** The result's URL, for a link. */
+export function resultUrl(id) {
+  return apiPath(resultPath(id));
 }
 
 /** The result's text for a preview, at most `maxBytes` of it (null when it is larger). */
 export async function resultText(id, maxBytes) {
-  const response = await request(resultUrl(id), { headers: { Accept: "*/*" } });
+  const response = await request(resultPath(id), { headers: { Accept: "*/*" } });
   const length = Number(response.headers.get("content-length"));
   if (Number.isFinite(length) && length > maxBytes) return null;
   const text = await response.text();
@@ -150,7 +156,7 @@ export async function resultText(id, maxBytes) {
 
 /** Save the result as a file. Signed in, a plain link would go without the token: fetch it. */
 export async function downloadResult(id, filename) {
-  const response = await request(resultUrl(id), { headers: { Accept: "*/*" } });
+  const response = await request(resultPath(id), { headers: { Accept: "*/*" } });
   const blob = await response.blob();
   const href = URL.createObjectURL(blob);
   const link = Object.assign(document.createElement("a"), { href, download: filename });
@@ -183,7 +189,7 @@ export function streamTokens(operationId = null) {
 export async function checkToken(token) {
   let response;
   try {
-    response = await fetch("/kinds", { headers: { Accept: "application/json", Authorization: `Bearer ${token}` } });
+    response = await fetch(apiPath("/kinds"), { headers: { Accept: "application/json", Authorization: `Bearer ${token}` } });
   } catch {
     return { ok: false, status: 0, message: "The server cannot be reached. Check the connection and try again." };
   }

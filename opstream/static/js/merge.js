@@ -5,6 +5,8 @@
 // It mirrors opstream/events/merge.py and opstream/events/fold.py on the server, so the
 // dashboard's picture of an operation is the same projection of the same events.
 
+import { apiPath } from "./base.js";
+
 export const TERMINAL_TYPES = Object.freeze(
   new Set(["OperationSucceeded", "OperationFailed", "OperationCancelled"]),
 );
@@ -123,7 +125,7 @@ export class SeqMerger {
 // The fold: the operation document as a projection of its events.
 
 function linksFor(id) {
-  const self = `/operations/${id}`;
+  const self = apiPath(`/operations/${id}`); // as the server writes them, under its mount path
   return {
     self,
     events: `${self}/events`,

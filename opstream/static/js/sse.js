@@ -10,6 +10,7 @@
 // before each open, renewed before it expires by reopening from the cursor, and replaced
 // after the browser gives up (an expired or unknown token answers 401).
 
+import { apiPath } from "./base.js";
 import { withStreamToken } from "./tokens.js";
 
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
@@ -99,7 +100,7 @@ export class ManagedStream {
 
   connect(grant) {
     if (this.source) this.source.close();
-    const source = new EventSource(withStreamToken(this.options.url(), grant));
+    const source = new EventSource(withStreamToken(apiPath(this.options.url()), grant));
     this.source = source;
     this.grant = grant;
     if (grant) {
