@@ -55,6 +55,7 @@ needs=(
   "curl curl the README walkthrough test (tests/e2e/test_readme.py)"
   "ss iproute2 the stalled-connection test (tests/e2e/test_slow_client.py)"
   "nginx nginx the reverse-proxy tests of deploy/ (tests/deploy)"
+  "npm npm the official Durable Streams clients and conformance suite (tests/durable)"
 )
 
 packages=()
@@ -78,6 +79,11 @@ for need in "${needs[@]}"; do
     fi
   fi
 done
+
+# The Durable Streams client and conformance suite, exactly as tests/durable's lock file says.
+if has npm && ! quietly npm ci --prefix tests/durable --no-audit --no-fund; then
+  missing+=("the npm packages of tests/durable (npm ci failed, output above)")
+fi
 
 # PostgreSQL: .ci/postgres.sh installs, creates and starts what is needed, and prints the URL
 # (the only thing on its standard output; its progress and errors go to standard error).

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opstream.app.documents import events_json, operation_document
-from opstream.app.http import inputs
+from opstream.app.http import durable, inputs
 from opstream.app.http.auth import Caller
 from opstream.app.http.operations import JSON, json_response, load
 from opstream.app.http.problems import Forbidden, InvalidRequest
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 async def operation_events(request: Request) -> Response:
+    if durable.wants_stream(request):
+        return await durable.read_stream(request)
     svc = services(request)
     operation_id = request.path_params["operation_id"]
     op = await load(svc, caller(request, stream_token_ok=True), operation_id)

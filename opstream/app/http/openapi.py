@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from opstream import __version__
+from opstream.app.http.durable_openapi import with_durable_streams
 from opstream.app.http.openapi_conventions import (
     EVENT,
     HEADERS,
@@ -354,17 +355,19 @@ PATHS: dict[str, Any] = {
             parameters=[IF_MATCH],
         ),
     },
-    "/operations/{operation_id}/events": {
-        "parameters": [OPERATION_ID],
-        "get": operation(
-            "listOperationEvents",
-            "events",
-            "Replay the history",
-            {"200": EVENTS, "404": PROBLEM},
-            parameters=[AFTER, LIMIT, WAIT],
-            stream_token=True,
-        ),
-    },
+    "/operations/{operation_id}/events": with_durable_streams(
+        {
+            "parameters": [OPERATION_ID],
+            "get": operation(
+                "listOperationEvents",
+                "events",
+                "Replay the history (also a read-only Durable Stream)",
+                {"200": EVENTS, "404": PROBLEM},
+                parameters=[AFTER, LIMIT, WAIT],
+                stream_token=True,
+            ),
+        }
+    ),
     "/operations/{operation_id}/events/stream": {
         "parameters": [OPERATION_ID],
         "get": operation(

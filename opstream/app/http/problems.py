@@ -87,6 +87,10 @@ class PreconditionFailed(Problem):
     status, slug, title = 412, "precondition-failed", "The operation has moved on"
 
 
+class OffsetGone(Problem):
+    status, slug, title = 410, "offset-gone", "That offset is older than the kept history"
+
+
 # The domain's errors, as HTTP: (status, slug, title).
 DOMAIN_ERRORS: dict[type[errors.OpstreamError], tuple[int, str, str]] = {
     errors.OperationNotFound: (404, "operation-not-found", "No such operation"),

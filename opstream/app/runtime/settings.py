@@ -48,6 +48,7 @@ class Settings:
     create_rate: float = 50.0
     poll_rate: float = 2.0
     max_streams: int = 1000
+    long_poll_seconds: float = 20.0
     cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -121,6 +122,7 @@ LOWEST: dict[str, tuple[float, bool]] = {
     "create_rate": (0, True),
     "poll_rate": (0, True),
     "max_streams": (1, False),
+    "long_poll_seconds": (0, True),
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -179,6 +181,7 @@ HELP = {
     "create_rate": "operations a tenant may create per second (burst: 2 seconds' worth)",
     "poll_rate": "status requests per second per operation before 429 (long-polls exempt)",
     "max_streams": "SSE streams a tenant may hold open in one process",
+    "long_poll_seconds": "how long a Durable Stream long-poll (live=long-poll) waits for news",
     "cors_origins": "origins whose pages may call the API, e.g. https://app.example.com, "
     "or * for any (comma-separated in env; none: no cross-origin access)",
 }
