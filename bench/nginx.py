@@ -58,7 +58,8 @@ pid {workdir / "nginx.pid"};
 error_log {workdir / "error.log"} warn;
 events {{ worker_connections {worker_connections}; }}
 http {{
-    access_log {workdir / "access.log" if access_log else "off"};
+    log_format timed '$msec $upstream_cache_status $status $request_time "$request_uri"';
+    access_log {(str(workdir / "access.log") + " timed") if access_log else "off"};
 {temp}
     include {site};
 }}

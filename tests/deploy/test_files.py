@@ -192,9 +192,10 @@ def test_the_docs_show_the_tested_nginx_file() -> None:
 
 
 def seconds(directive: str) -> float:
+    """The shortest value ``directive`` has anywhere in the template (both caches set it)."""
     found = re.findall(rf"^\s*{directive} (\d+)s;", TEMPLATE.read_text(), re.MULTILINE)
-    assert len(found) == 1, f"{directive}: {found}"
-    return float(found[0])
+    assert found, directive
+    return min(float(value) for value in found)
 
 
 def test_nginx_waits_longer_than_any_long_poll_or_heartbeat() -> None:
