@@ -15,7 +15,9 @@ from tests.requirements import program
 # The per-tenant request limits are not what these tests look at: every request comes
 # through nginx, from one address.
 API_ENV = {
-    "OPSTREAM_CONCURRENCY": "0",  # API servers only, as in deploy/compose.yaml
+    # API servers only, as in deploy/compose.yaml: the worker runs (and registers) the kinds.
+    "OPSTREAM_CONCURRENCY": "0",
+    "OPSTREAM_NO_DEMO": "1",
     "OPSTREAM_POLL_RATE": "1e9",
     "OPSTREAM_CREATE_RATE": "1e9",
 }

@@ -69,7 +69,8 @@ def test_compose_runs_two_api_servers_a_worker_postgres_and_nginx(
     assert set(services) == {"postgres", "api-1", "api-2", "worker", "nginx"}
     for name in ("api-1", "api-2"):
         command, settings = opstream_settings(services[name]["command"])
-        assert command == "serve" and settings.concurrency == 0  # no handlers in the API
+        # No handlers in the API servers, not even the demo kinds (docs/scale-out.md).
+        assert command == "serve" and settings.concurrency == 0 and settings.no_demo
         assert settings.host == "0.0.0.0" and settings.port == 8000
         env = services[name]["environment"]
         assert env["OPSTREAM_DATABASE"].startswith("postgresql://")
@@ -159,7 +160,7 @@ def test_systemd_units_run_opstream_as_its_own_user(unit: str) -> None:
     if unit.startswith("opstream-api"):
         # Loopback only, behind nginx (whose template the unit's comment names).
         assert command == "serve" and settings.host == "127.0.0.1" and settings.port == 8001
-        assert settings.concurrency == 0
+        assert settings.concurrency == 0 and settings.no_demo
     else:
         assert command == "worker" and settings.concurrency > 0
     assert parser["Install"]["WantedBy"] == "multi-user.target"
