@@ -26,6 +26,7 @@ SCENARIOS = {
     "growth": ("bench.growth", "run"),
     "soak": ("bench.soak", "run"),
     "cache": ("bench.cache", "run"),
+    "http-workers": ("bench.http_workers", "run"),
     # PostgreSQL: need OPSTREAM_TEST_POSTGRES_URL (``all`` skips them without it).
     "pg-appends": ("bench.pg", "run_appends"),
     "pg-fanout": ("bench.pg", "run_fanout"),

@@ -51,7 +51,7 @@ has() {
 # program  Debian package  what needs it
 needs=(
   "chromium chromium the dashboard tests (tests/browser)"
-  "node nodejs the JavaScript unit tests (tests/js)"
+  "node nodejs the JavaScript unit tests (tests/js) and the Node worker example (examples/)"
   "curl curl the README walkthrough test (tests/e2e/test_readme.py)"
   "ss iproute2 the stalled-connection test (tests/e2e/test_slow_client.py)"
   "nginx nginx the reverse-proxy tests of deploy/ (tests/deploy)"

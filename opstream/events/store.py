@@ -190,10 +190,13 @@ class EventStore(Protocol):
     async def get_result(self, operation_id: str) -> StoredResult | None:
         """The stored output, or ``None`` when there is none (not finished, or deleted)."""
 
-    async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
-        """Take the oldest queued operation of one of ``kinds``: append ``OperationStarted``
-        and hold its lease for ``lease_ms``. ``None`` when nothing is queued. An operation
-        queued again by a retryable failure waits out its backoff first."""
+    async def claim(
+        self, owner: str, kinds: Sequence[str], lease_ms: int, *, tenant: str | None = None
+    ) -> Appended | None:
+        """Take the oldest queued operation of one of ``kinds`` (only ``tenant``'s, when
+        given): append ``OperationStarted`` and hold its lease for ``lease_ms``. ``None``
+        when nothing is queued. An operation queued again by a retryable failure waits out
+        its backoff first."""
 
     async def renew(self, lease: Lease, lease_ms: int) -> Operation:
         """Extend a held lease; ``LeaseLost`` when it is no longer held."""

@@ -46,6 +46,7 @@ def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
         tmp_path_factory.mktemp("schemathesis"),
         OPSTREAM_CREATE_RATE="10000",
         OPSTREAM_POLL_RATE="10000",
+        OPSTREAM_MAX_CLAIM_WAIT_SECONDS="0.1",  # claims' long-polls are real: keep them short
     )
     try:
         yield process
@@ -75,6 +76,7 @@ def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
         OPSTREAM_TOKENS=f"acme:{TOKEN}",
         OPSTREAM_CREATE_RATE="10000",
         OPSTREAM_POLL_RATE="10000",
+        OPSTREAM_MAX_CLAIM_WAIT_SECONDS="0.1",
     )
     try:
         yield process

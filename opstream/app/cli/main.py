@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opstream import __version__
+from opstream.app.cli.remote import add_remote_flags, run_remote_worker
 from opstream.app.runtime import logs
 from opstream.app.runtime.settings import (
     HELP,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run workers only: claim queued operations from the database and run them.",
     )
     _server_flags(worker, http=False)
+    add_remote_flags(worker)
     worker.set_defaults(func=run_worker)
     migrate = commands.add_parser(
         "migrate",
@@ -232,6 +234,12 @@ def run_worker(args: argparse.Namespace) -> int:
     if settings.concurrency < 1:  # 0 means "API only" to serve; a worker must run something
         print("opstream: error: worker: --concurrency must be at least 1", file=sys.stderr)
         return 2
+    if args.url:
+        try:
+            return run_remote_worker(args, settings)
+        except (ValueError, ImportError) as exc:
+            print(f"opstream: {exc}", file=sys.stderr)
+            return 2
 
     async def main() -> bool:
         """Run until a signal (True) or a background task's failure (False)."""

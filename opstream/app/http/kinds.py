@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opstream.app.http import inputs
+from opstream.app.http.leases import client_or_worker
 from opstream.app.http.operations import json_response
 from opstream.app.http.problems import InvalidParams
 from opstream.app.http.services import caller, services
@@ -24,7 +25,7 @@ async def list_kinds(request: Request) -> Response:
 
 
 async def put_kind(request: Request) -> Response:
-    caller(request)
+    client_or_worker(request)  # a worker registers the kinds it serves
     svc = services(request)
     name = request.path_params["name"]
     body = await inputs.json_body(request, svc.settings.max_body_bytes)

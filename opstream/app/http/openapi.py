@@ -26,6 +26,7 @@ from opstream.app.http.openapi_conventions import (
     operation,
     query,
 )
+from opstream.app.http.openapi_leases import LEASE_PATHS, LEASE_TAG
 from opstream.app.http.openapi_webhooks import WEBHOOKS
 from opstream.app.runtime.catalog import MAX_DESCRIPTION
 from opstream.app.runtime.kinds import KIND_NAME, Kind
@@ -606,8 +607,8 @@ def openapi_document(kinds: Iterable[Kind] = ()) -> dict[str, Any]:
             "version": __version__,
             "description": "Long-running operations as event streams.",
         },
-        "tags": TAGS,
-        "paths": PATHS,
+        "tags": [*TAGS, LEASE_TAG],
+        "paths": {**PATHS, **LEASE_PATHS},
         "webhooks": WEBHOOKS,
         "components": {
             "securitySchemes": {

@@ -87,6 +87,14 @@ class PreconditionFailed(Problem):
     status, slug, title = 412, "precondition-failed", "The operation has moved on"
 
 
+class SeqConflict(Problem):
+    status, slug, title = 409, "seq-conflict", "The operation has moved past expectedSeq"
+
+
+class ReservedEventType(Problem):
+    status, slug, title = 422, "reserved-event-type", "Only the server writes this event type"
+
+
 class OffsetGone(Problem):
     status, slug, title = 410, "offset-gone", "That offset is older than the kept history"
 
@@ -103,6 +111,7 @@ DOMAIN_ERRORS: dict[type[errors.OpstreamError], tuple[int, str, str]] = {
     errors.InvalidCursor: (400, "invalid-cursor", "The cursor is not valid"),
     errors.InvalidTransition: (409, "operation-state-conflict", "Not possible in this status"),
     errors.SequenceConflict: (409, "sequence-conflict", "Someone else wrote first; retry"),
+    errors.LeaseLost: (409, "lease-lost", "This lease is no longer held"),
     errors.StoreClosed: (503, "unavailable", "The server is shutting down"),
     errors.StoreError: (503, "store-unavailable", "The event store is not available"),
 }

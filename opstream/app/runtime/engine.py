@@ -92,7 +92,7 @@ class Engine:
         self.kinds = load_registry(settings)
         self.catalog = KindCatalog(self.store, self.kinds, settings.max_attempts)
         self.watchdog = LoopWatchdog()
-        self.tenants = Tenants.load(settings.tokens, settings.tokens_file)
+        self.tenants = Tenants.load(settings.tokens, settings.tokens_file, settings.worker_tokens)
         self.retention = retention
         self.on_failure = on_failure
         self.failed: str | None = None  # the name of the task that ended unexpectedly

@@ -36,6 +36,9 @@ class Settings:
     access_log: bool = True
     tokens: str = ""
     tokens_file: str = ""
+    worker_tokens: str = field(default="", repr=False)
+    max_result_bytes: int = 16 * 1024 * 1024
+    max_claim_wait_seconds: float = 60.0
     secret: str = ""
     stream_token_seconds: int = 300
     insecure: bool = False
@@ -122,6 +125,8 @@ LOWEST: dict[str, tuple[float, bool]] = {
     "create_rate": (0, True),
     "poll_rate": (0, True),
     "max_streams": (1, False),
+    "max_result_bytes": (1, False),
+    "max_claim_wait_seconds": (0, False),
     "long_poll_seconds": (0, True),
 }
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
@@ -168,6 +173,10 @@ HELP = {
     "access_log": "log each request at info, stream tokens redacted (serve only; under "
     "uvicorn, its --no-access-log)",
     "tokens": "bearer tokens as tenant:token,tenant:token (none: open, loopback only)",
+    "worker_tokens": "worker-role tokens (HTTP workers, /leases) as tenant:token,...",
+    "max_result_bytes": "largest result an HTTP worker may upload (PUT /leases/{id}/result)",
+    "max_claim_wait_seconds": "longest a claim (POST /leases) is held waiting for work, "
+    "whatever its wait asks: keep it under a proxy's read timeout",
     "tokens_file": 'JSON file {"tenants": {"acme": {"tokens": [...], "webhookSecret": ...}}}',
     "secret": "key that signs stream tokens; share it between servers behind one address",
     "stream_token_seconds": "how long a stream token (for URLs) stays valid",

@@ -223,19 +223,24 @@ class PostgresStore(PostgresWriter):
 
     # writes beside appends (create and append are the base's)
 
-    async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
+    async def claim(
+        self, owner: str, kinds: Sequence[str], lease_ms: int, *, tenant: str | None = None
+    ) -> Appended | None:
         if not kinds:
             return None
 
         async def run(conn: Any) -> Appended | None:
+            # $3 NULL: any tenant's operations.
             row = await conn.fetchrow(
                 f"SELECT {OPERATION_COLUMNS}, {NOW_MS} AS now FROM opstream_operations "
                 # A queued operation's lease_expires_at is its retry's backoff, if any.
                 "WHERE status = $1 AND kind = ANY($2::text[]) "
                 f"AND (lease_expires_at IS NULL OR lease_expires_at <= {NOW_MS}) "
+                "AND ($3::text IS NULL OR tenant = $3::text) "
                 "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
                 QUEUED,
                 list(kinds),
+                tenant,
             )
             if row is None:
                 return None

@@ -146,19 +146,22 @@ class SQLiteStore(SQLiteWriter):
 
     # writes beside appends (create and append are the base's)
 
-    async def claim(self, owner: str, kinds: Sequence[str], lease_ms: int) -> Appended | None:
+    async def claim(
+        self, owner: str, kinds: Sequence[str], lease_ms: int, *, tenant: str | None = None
+    ) -> Appended | None:
         if not kinds:
             return None
 
         def run(conn: sqlite3.Connection) -> Appended | None:
             marks = ",".join("?" * len(kinds))
+            only_tenant = "" if tenant is None else "AND tenant = ? "
             row = one_now(
                 conn,
                 # A queued operation's lease_expires_at is its retry's backoff, if any.
                 f"SELECT {OPERATION_COLUMNS} FROM operations WHERE status = ? "
                 f"AND kind IN ({marks}) AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
-                "ORDER BY id LIMIT 1",
-                (QUEUED, *kinds, m.now_ms()),
+                f"{only_tenant}ORDER BY id LIMIT 1",
+                (QUEUED, *kinds, m.now_ms(), *([] if tenant is None else [tenant])),
             )
             if row is None:
                 return None
