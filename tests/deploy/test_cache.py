@@ -114,3 +114,17 @@ def test_head_is_never_answered_from_a_stored_get(proxied: Proxied) -> None:
         assert head.status_code == 200
         assert head.headers["x-cache-status"] != "HIT"
         assert head.headers["cache-control"] == "no-store"
+
+
+def test_links_read_through_both_caches_name_the_proxy(proxied: Proxied) -> None:
+    # The request passes two nginx servers (the cache, then the shield): the Host the
+    # server builds its links from must still be the one the client used.
+    with httpx.Client(base_url=proxied.proxy, timeout=30) as client:
+        operation_id = countdown(client, 3, 10)
+        wait_terminal(client, operation_id)
+        page = client.get(f"/operations/{operation_id}/events?after=0&limit=2")
+        following = page.links["next"]["url"]
+        assert following.startswith((proxied.proxy + "/", "/operations/")), following
+        rest = client.get(following)
+        assert rest.status_code == 200
+        assert rest.json()[0]["seq"] == 3
