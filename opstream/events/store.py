@@ -219,6 +219,16 @@ class EventStore(Protocol):
     async def worker_seen(self, worker: str, kinds: Sequence[str], lease_ms: int) -> None:
         """``worker`` asks for ``kinds``: count it as serving them for ``lease_ms``."""
 
+    async def stage_result(self, lease: Lease, result: StoredResult) -> None:
+        """Keep ``result`` for the ``succeeded`` outcome of ``lease``'s attempt (an HTTP
+        worker's upload), replacing one it staged before; fenced like an append: a lease no
+        longer held raises ``LeaseLost`` and writes nothing."""
+
+    async def staged_result(self, lease: Lease) -> StoredResult | None:
+        """The result ``lease``'s attempt staged, while that lease is still held; ``None``
+        otherwise (a staged result of an attempt that lost its lease is never served, and
+        ``sweep`` deletes it)."""
+
     async def sweep(self, retention: Retention, limit: int = 100) -> Swept:
         """One small, deterministic batch of retention work (at most ``limit`` of each kind):
         expire results (append ``OperationExpired``), compact histories to their terminal

@@ -48,8 +48,8 @@ LEASE_ID = re.compile(r"^(op_[0-9A-Z]{26})\.([1-9][0-9]{0,8})\.([A-Za-z0-9_-]{32
 # A claim that found nothing looks again this often even without a wake-up (a wake-up
 # from another process can come late; it is never needed for correctness).
 CLAIM_POLL_SECONDS = 1.0
-# Staged results and remembered lease periods of leases that never finished (their worker
-# died) are dropped after this long.
+# Remembered lease periods of leases that never finished (their worker died) are dropped
+# after this long.
 FORGET_AFTER_SECONDS = 3600.0
 WAKING_TYPES = frozenset({m.OPERATION_QUEUED, m.OPERATION_RETRIED})
 
@@ -183,11 +183,10 @@ class LeaseDesk:
         self.catalog = catalog
         self.default_lease_ms = default_lease_ms
         self.signal = WorkSignal()
-        # Per process: a result uploaded for the outcome that follows it, and each lease's
-        # period (so that the upload renews for as long as the worker asked). Behind a
-        # load balancer, a worker's calls on one lease must reach the same server for the
-        # result upload (docs/workers.md).
-        self._staged: dict[str, tuple[float, StoredResult]] = {}
+        # Per process: each lease's period, so that a renewal without ``leaseMs`` (and the
+        # result upload) renews for as long as the worker last asked; a call that reaches
+        # another server renews for the default period instead. Uploaded results are kept
+        # in the store (``EventStore.stage_result``), where every server finds them.
         self._periods: dict[str, tuple[float, int]] = {}
         self._seen_until: dict[tuple[str, tuple[str, ...]], float] = {}
 
@@ -266,17 +265,23 @@ class LeaseDesk:
 
     async def stage_result(self, lease_id: str, lease: Lease, result: StoredResult) -> None:
         """Keep ``result`` for this lease's ``succeeded`` outcome; the lease must be held
-        (checked by renewing it for its period)."""
+        (checked by renewing it for its period, and again by the store as it writes: a
+        lease lost in between writes nothing). Kept in the store, so that the outcome may
+        reach any API server, or this one after a restart."""
         await self.renew(lease_id, lease, None)
-        self._forget_stale()
-        self._staged[lease_id] = (time.monotonic(), result)
+        with held(lease):
+            await self.store.stage_result(lease, result)
 
     async def succeed(self, lease_id: str, lease: Lease, result: StoredResult | None) -> Operation:
         """``OperationSucceeded`` with ``result``, or with the staged one (JSON ``null``
         when there is neither, as a Python handler that returns nothing)."""
         if result is None:
-            staged = self._staged.get(lease_id)
-            result = staged[1] if staged else StoredResult("application/json", b"null")
+            # Read while the lease is held; the append below is fenced by the same lease,
+            # so what it stores is the upload of this attempt (the sweeper then deletes the
+            # staged copy: its attempt no longer holds a lease).
+            with held(lease):
+                staged = await self.store.staged_result(lease)
+            result = staged or StoredResult("application/json", b"null")
         details = {"contentType": result.content_type, "size": len(result.body)}
         event = m.NewEvent(m.OPERATION_SUCCEEDED, "succeeded", details)
         with held(lease):
@@ -350,15 +355,14 @@ class LeaseDesk:
         return found[1] if found else self.default_lease_ms
 
     def _drop(self, lease_id: str) -> None:
-        self._staged.pop(lease_id, None)
         self._periods.pop(lease_id, None)
 
     def _forget_stale(self) -> None:
         cutoff = time.monotonic() - FORGET_AFTER_SECONDS
-        for table in (self._staged, self._periods):
-            if table and next(iter(table.values()))[0] < cutoff:  # oldest first (insertion)
-                for key in [k for k, (at, _) in table.items() if at < cutoff]:
-                    del table[key]
+        table = self._periods
+        if table and next(iter(table.values()))[0] < cutoff:  # oldest first (insertion)
+            for key in [k for k, (at, _) in table.items() if at < cutoff]:
+                del table[key]
 
 
 async def recover_forever(store: EventStore, lease_ms: int, max_attempts: int) -> None:

@@ -116,6 +116,9 @@ class Batch:
     operations: dict[str, OperationRow] = field(default_factory=dict)
     results: list[tuple[str, str, bytes]] = field(default_factory=list)  # id, type, body
     deleted_results: list[str] = field(default_factory=list)
+    # Operations whose lease this batch ends: a result their attempt staged (an HTTP
+    # worker's upload) is no use any more, stored as the result or not (issue 15).
+    unstaged: list[str] = field(default_factory=list)
 
     def shifted(self, offset: int) -> Batch:
         """The batch with every position moved by ``offset``: for a backend that learns
@@ -187,6 +190,8 @@ def plan_batch(
         batch.events.extend(plan.events)
         if job.result is not None:
             batch.results.append((job.operation_id, job.result.content_type, job.result.body))
+        if current is not None and current.lease_owner is not None and owner is None:
+            batch.unstaged.append(job.operation_id)
         if any(e.type in (m.RESULT_DELETED, m.OPERATION_EXPIRED) for e in plan.events):
             batch.deleted_results.append(job.operation_id)
         batch.outcomes.append((job, Appended(plan.operation, plan.events)))

@@ -110,6 +110,10 @@ _RESULTS = """), results AS (
 _UNRESULTS = """), unresults AS (
     DELETE FROM opstream_results r USING head h WHERE r.operation_id = ANY ({0}::text[])
 """
+# Results staged by attempts whose lease the batch ends (what the sweeper would delete).
+_UNSTAGED = """), unstaged AS (
+    DELETE FROM opstream_staged_results s USING head h WHERE s.operation_id = ANY ({0}::text[])
+"""
 # The answer: no row if the check failed (nothing was written).
 _ANSWER = (
     f")\nSELECT h.position, h.shift, {NOW_US} AS now_us, "
@@ -168,6 +172,8 @@ def write_statement(
         add(_RESULTS, *(list(column) for column in zip(*results, strict=True)))
     if deleted:
         add(_UNRESULTS, deleted)
+    if batch.unstaged:
+        add(_UNSTAGED, list(dict.fromkeys(batch.unstaged)))
     add(_ANSWER, channel)
     return "".join(parts), args
 

@@ -16,6 +16,7 @@ from opstream.events.base.rows import EVENT_COLUMNS, OPERATION_COLUMNS, current_
 from opstream.events.base.system_appends import by_id, expired, expiries
 from opstream.events.codec import dump_operation
 from opstream.events.postgres.queries import NOW_MS
+from opstream.events.postgres.staged import sweep_staged
 from opstream.events.postgres.writer import PostgresWriter
 from opstream.events.store import Retention, Swept
 
@@ -100,6 +101,8 @@ async def remove(conn: Any, retention: Retention, limit: int) -> Swept:
             forget,
         )
         await conn.execute("DELETE FROM opstream_operations WHERE id = ANY($1::text[])", forget)
+    # Results staged by attempts that no longer hold their lease (issue 15).
+    await sweep_staged(conn)
     # Step 4: idempotency keys past their period.
     keys += await conn.fetchval(
         "WITH gone AS (DELETE FROM opstream_idempotency WHERE (tenant, key) IN ("

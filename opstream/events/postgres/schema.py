@@ -133,6 +133,21 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX opstream_kind_workers_by_expiry ON opstream_kind_workers (expires_at);
         """,
     ),
+    (
+        5,
+        # Results HTTP workers upload before their outcome (issue 15): in the store, so that
+        # the outcome may reach another API server. One per operation, of the attempt (lease
+        # owner and attempt) that uploaded it.
+        """
+        CREATE TABLE opstream_staged_results (
+            operation_id text PRIMARY KEY,
+            owner        text NOT NULL,
+            attempt      integer NOT NULL,
+            content_type text NOT NULL,
+            body         bytea NOT NULL
+        );
+        """,
+    ),
 )
 
 # Advisory lock namespace for migrations ("opst"); the second key is the schema's hash.

@@ -52,6 +52,7 @@ from opstream.events.errors import LeaseLost, OperationNotFound, OpstreamError, 
 from opstream.events.fold import QUEUED, Operation
 from opstream.events.kinds import KindRecord
 from opstream.events.postgres import kinds as kinds_table
+from opstream.events.postgres import staged as staged_table
 from opstream.events.postgres.failures import DRIVER_ERRORS
 from opstream.events.postgres.queries import HEAD_SQL, NOW_MS, Where
 from opstream.events.postgres.retention import expire, remove
@@ -301,6 +302,14 @@ class PostgresStore(PostgresWriter):
     async def get_kind(self, name: str) -> KindRecord | None:
         with self._errors:
             return await kinds_table.get_kind(self._pool_or_raise(), name)
+
+    async def stage_result(self, lease: Lease, result: StoredResult) -> None:
+        with self._errors:
+            await staged_table.stage(self._pool_or_raise(), lease, result)
+
+    async def staged_result(self, lease: Lease) -> StoredResult | None:
+        with self._errors:
+            return await staged_table.staged(self._pool_or_raise(), lease)
 
     async def list_kinds(self) -> list[KindRecord]:
         with self._errors:

@@ -16,6 +16,7 @@ from opstream.events.base.rows import EVENT_COLUMNS, OPERATION_COLUMNS, current_
 from opstream.events.base.system_appends import by_id, expired, expiries
 from opstream.events.codec import dump_operation
 from opstream.events.sqlite.queries import all_now, one_now
+from opstream.events.sqlite.staged import sweep_staged
 from opstream.events.sqlite.writer import SQLiteWriter
 from opstream.events.store import Retention, Swept
 
@@ -31,6 +32,7 @@ def sweep_transaction(
     compacted, removed = _compact(writer, conn, now - retention.history_ms, limit)
     forgotten, keys, more = _forget(writer, conn, now - retention.tombstone_ms, limit)
     removed = max(removed, more)
+    sweep_staged(conn)  # results staged by attempts that no longer hold their lease
     keys += conn.execute(
         "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
         "WHERE created_at <= ? ORDER BY created_at LIMIT ?)",

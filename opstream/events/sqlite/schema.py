@@ -179,6 +179,21 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX kind_workers_by_expiry ON kind_workers (expires_at);
         """,
     ),
+    (
+        6,
+        # Results HTTP workers upload before their outcome (issue 15): in the store, so that
+        # the outcome may reach another API server, or this one after a restart. One per
+        # operation, of the attempt (lease owner and attempt) that uploaded it.
+        """
+        CREATE TABLE staged_results (
+            operation_id TEXT PRIMARY KEY,
+            owner        TEXT NOT NULL,
+            attempt      INTEGER NOT NULL,
+            content_type TEXT NOT NULL,
+            body         BLOB NOT NULL
+        )
+        """,
+    ),
 )
 
 

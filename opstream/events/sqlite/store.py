@@ -36,6 +36,7 @@ from opstream.events.errors import LeaseLost, OperationNotFound, StoreClosed, St
 from opstream.events.fold import QUEUED, Operation
 from opstream.events.kinds import KindRecord
 from opstream.events.sqlite import kinds as kinds_table
+from opstream.events.sqlite import staged as staged_table
 from opstream.events.sqlite.queries import (
     FEED_CURSOR_SEQ,
     HEAD_SQL,
@@ -221,6 +222,13 @@ class SQLiteStore(SQLiteWriter):
     async def get_kind(self, name: str) -> KindRecord | None:
         with self._errors:
             return await kinds_table.get_kind(self._read_conn(), name)
+
+    async def stage_result(self, lease: Lease, result: StoredResult) -> None:
+        await self._run_task(lambda conn: staged_table.stage(conn, lease, result))
+
+    async def staged_result(self, lease: Lease) -> StoredResult | None:
+        with self._errors:
+            return await staged_table.staged(self._read_conn(), lease)
 
     async def list_kinds(self) -> list[KindRecord]:
         with self._errors:

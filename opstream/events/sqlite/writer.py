@@ -225,6 +225,11 @@ class SQLiteWriter(BaseStore):
                 "DELETE FROM results WHERE operation_id = ?",
                 [(operation_id,) for operation_id in batch.deleted_results],
             )
+        if batch.unstaged:
+            conn.executemany(
+                "DELETE FROM staged_results WHERE operation_id = ?",
+                [(operation_id,) for operation_id in dict.fromkeys(batch.unstaged)],
+            )
         return batch.outcomes
 
     def _projections_of(self, conn: sqlite3.Connection, ids: set[str]) -> dict[str, Current]:
