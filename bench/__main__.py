@@ -25,6 +25,7 @@ SCENARIOS = {
     "replay": ("bench.replay", "run"),
     "growth": ("bench.growth", "run"),
     "soak": ("bench.soak", "run"),
+    "cache": ("bench.cache", "run"),
     "http-workers": ("bench.http_workers", "run"),
     # PostgreSQL: need OPSTREAM_TEST_POSTGRES_URL (``all`` skips them without it).
     "pg-appends": ("bench.pg", "run_appends"),
@@ -62,6 +63,9 @@ def main() -> int:
         module, func = SCENARIOS[name]
         if name.startswith("pg-") and args.scenario == "all" and not os.environ.get(PG_ENV):
             print(f"{name}: skipped: {PG_ENV} is not set (see bench/pg.py)\n", flush=True)
+            continue
+        if name == "cache" and args.scenario == "all" and not shutil.which("nginx"):
+            print(f"{name}: skipped: nginx is not installed (apt-get install -y nginx)\n")
             continue
         run = getattr(importlib.import_module(module), func)
         extra = {"seconds": args.seconds} if name == "soak" else {}
@@ -102,6 +106,7 @@ def _rerun_at(rev: str) -> int:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     shutil.copytree(REPO / "bench", dest / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "deploy", dest / "deploy")  # the nginx configuration (bench.cache)
     argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--at" and sys.argv[i] != "--at"]
     argv = [a for a in argv if not a.startswith("--at=")]
     env = {**os.environ, "OPSTREAM_BENCH_SOURCE": f"commit {sha} (--at {rev})"}

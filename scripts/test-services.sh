@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond Python packages: Chromium for the dashboard tests, Node.js
-# for the JavaScript unit tests, curl and ss (iproute2) for two end-to-end tests, and a
+# for the JavaScript unit tests, curl and ss (iproute2) for two end-to-end tests, nginx for
+# the tests of deploy/'s proxy configuration, and a
 # running PostgreSQL 15 for the PostgreSQL store. Installs them where it can (root, Debian)
 # and writes ./.test-env with the variables the tests read (OPSTREAM_TEST_POSTGRES_URL).
 #
@@ -53,6 +54,7 @@ needs=(
   "node nodejs the JavaScript unit tests (tests/js) and the Node worker example (examples/)"
   "curl curl the README walkthrough test (tests/e2e/test_readme.py)"
   "ss iproute2 the stalled-connection test (tests/e2e/test_slow_client.py)"
+  "nginx nginx the reverse-proxy tests of deploy/ (tests/deploy)"
   "npm npm the official Durable Streams clients and conformance suite (tests/durable)"
 )
 

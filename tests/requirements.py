@@ -1,6 +1,6 @@
 """What the suite needs beyond Python packages, and the one rule for when it is not there.
 
-A test that needs PostgreSQL, Chromium, node, curl or ``ss`` and cannot have it is skipped,
+A test that needs PostgreSQL, Chromium, node, curl, ``ss`` or nginx and cannot have it is skipped,
 saying what is missing and how to install it. Under CI (``CI`` set to any non-empty value:
 ``true``, ``1``, ``yes`` all count) it fails instead: CI must prove what the test command
 claims, and a skip there exits 0 having proved nothing.
