@@ -55,7 +55,7 @@ test: install-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	@$(MAKE) --no-print-directory js-test
-	. ./.test-env 2>/dev/null; $(BIN)/pytest
+	. ./.test-env 2>/dev/null; $(BIN)/pytest --durations=15  # the slowest, so a growing suite shows where
 
 bench: install-dev
 	$(BIN)/python -m bench all --quick
