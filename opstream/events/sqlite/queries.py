@@ -82,6 +82,11 @@ def where_equal(*pairs: tuple[str, str | None]) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
+def where_sql(clauses: list[str]) -> str:
+    """``WHERE`` and the clauses joined by ``AND``; nothing when there are none."""
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
 # One thread hop per query (execute_fetchall), not three (execute, fetch, close): under
 # load each hop waits for a turn of the event loop (bench/RESULTS.md, finding 3).
 async def fetch_one(conn: aiosqlite.Connection, sql: str, params: Params) -> Any:
@@ -117,4 +122,5 @@ __all__ = [
     "one_now",
     "operation_events",
     "where_equal",
+    "where_sql",
 ]

@@ -48,6 +48,7 @@ from opstream.events.sqlite.queries import (
     one_now,
     operation_events,
     where_equal,
+    where_sql,
 )
 from opstream.events.sqlite.retention import sweep_transaction
 from opstream.events.sqlite.schema import MIGRATIONS, SCHEMA, migrate, pragmas
@@ -294,7 +295,7 @@ class SQLiteStore(SQLiteWriter):
         if before is not None:
             clauses.append("id < ?")
             params.append(before)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where = where_sql(clauses)
         with self._errors:
             rows = await fetch_all(
                 self._read_conn(),
@@ -310,7 +311,7 @@ class SQLiteStore(SQLiteWriter):
         if statuses is not None:
             clauses.append(f"status IN ({','.join('?' * len(statuses))})")
             params.extend(statuses)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where = where_sql(clauses)
         with self._errors:
             rows = await fetch_all(
                 self._read_conn(),
