@@ -13,7 +13,6 @@ terminal event itself, as an application using it would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -27,9 +26,8 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.postgres.conftest import create_schema, drop_schema, new_schema_name, with_search_path
+from tests.postgres.conftest import empty_database
 from tests.requirements import missing, program
-from tests.store.backends import postgres_url
 
 from .helpers import TERMINAL, countdown, history, wait_terminal
 
@@ -117,15 +115,8 @@ def expected_stream(server: ServerProcess, operation_id: str) -> list[int]:
 @pytest.fixture(params=["sqlite", "postgres"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database: a SQLite file, or a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'opstream.db'}"
-        return
-    schema = new_schema_name()
-    asyncio.run(create_schema(schema))  # skips (fails in CI) without PostgreSQL
-    try:
-        yield with_search_path(postgres_url(), schema)
-    finally:
-        asyncio.run(drop_schema(schema))
+    with empty_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.mark.parametrize("mode", MODES)

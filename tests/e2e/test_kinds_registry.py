@@ -9,7 +9,6 @@ one from anywhere; every API server validates params against the stored schema.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,7 @@ import pytest
 
 from tests.conftest import ServerProcess, WorkerProcess
 from tests.e2e.helpers import start, wait_terminal
-from tests.postgres.conftest import create_schema, drop_schema, new_schema_name, with_search_path
-from tests.store.backends import postgres_url
+from tests.postgres.conftest import empty_database
 
 pytestmark = pytest.mark.e2e
 
@@ -41,15 +39,8 @@ LEASE_SECONDS = "1"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    schema = new_schema_name()
-    asyncio.run(create_schema(schema))  # skips (fails in CI) without PostgreSQL
-    try:
-        yield with_search_path(postgres_url(), schema)
-    finally:
-        asyncio.run(drop_schema(schema))
+    with empty_database(request.param, tmp_path) as url:
+        yield url
 
 
 def kinds(client: httpx.Client) -> dict[str, dict[str, Any]]:

@@ -6,8 +6,10 @@ anything; see ``tests/requirements.py``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -51,13 +53,24 @@ async def pg_schema() -> AsyncIterator[str]:
         await drop_schema(schema)
 
 
-@pytest.fixture
-def pg_url_sync() -> Iterator[str]:
-    """For tests that run processes: the URL of a fresh schema (created and dropped outside
-    any event loop)."""
+@contextlib.contextmanager
+def empty_database(backend: str, folder: Path) -> Iterator[str]:
+    """For tests that run processes: the URL of an empty database, a SQLite file in
+    ``folder`` or a PostgreSQL schema of its own (created and dropped outside any event
+    loop; skips, and fails in CI, without PostgreSQL)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'opstream.db'}"
+        return
     schema = new_schema_name()
     asyncio.run(create_schema(schema))
     try:
         yield with_search_path(postgres_url(), schema)
     finally:
         asyncio.run(drop_schema(schema))
+
+
+@pytest.fixture
+def pg_url_sync(tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL schema, for tests that run processes."""
+    with empty_database("postgres", tmp_path) as url:
+        yield url

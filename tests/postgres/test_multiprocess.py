@@ -29,9 +29,8 @@ import pytest
 
 from tests.conftest import ServerProcess, WorkerProcess
 from tests.e2e.helpers import TERMINAL, countdown, history, wait_terminal
-from tests.store.backends import postgres_url
 
-from .conftest import create_schema, drop_schema, new_schema_name, with_search_path
+from .conftest import empty_database
 
 pytestmark = pytest.mark.e2e
 
@@ -124,20 +123,12 @@ def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp(f"cluster-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'shared.db'}"
-    else:
-        schema = new_schema_name()
-        asyncio.run(create_schema(schema))  # skips (fails in CI) without PostgreSQL
-        url = with_search_path(postgres_url(), schema)
-    running = Cluster(url, tmp)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
-        if schema is not None:
-            asyncio.run(drop_schema(schema))
+    with empty_database(request.param, tmp) as url:
+        running = Cluster(url, tmp)
+        try:
+            yield running.start()
+        finally:
+            running.stop()
 
 
 @pytest.fixture
